@@ -1,0 +1,3 @@
+"""incisive: federated repository of pseudonymised cancer-imaging and clinical data."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from incisive.cli import main
+
+main()

@@ -1,0 +1,36 @@
+"""The ``incisive`` command: one sub-command group per role (node, demo-data, …)."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from incisive import __version__
+from incisive.common.errors import IncisiveError
+from incisive.common.output import err_console
+from incisive.demo.cli import demo_data
+from incisive.node.cli import app as node_app
+
+app = typer.Typer(
+    name="incisive",
+    help="Federated repository node for pseudonymised cancer-imaging and clinical data.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(node_app, name="node")
+app.command("demo-data")(demo_data)
+
+
+@app.command()
+def version() -> None:
+    """Print the software version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except IncisiveError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(exc.exit_code)

@@ -1,0 +1,1 @@
+"""Code shared by every role: settings, errors, crypto, logging, output."""

@@ -1,0 +1,32 @@
+"""Logging without PHI.
+
+Rule for the whole code base: log counts, pseudonyms, content hashes and keyed digests, never a value read
+from a DICOM header, a CSV cell or a source path. The PHI-scan test (tests/node/test_phi_scan.py) reads the
+node's log file byte by byte after importing a cohort full of PHI to hold the code to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+LOGGER_NAME = "incisive"
+
+
+def get_logger(name: str = "") -> logging.Logger:
+    return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
+
+
+def configure_node_logging(log_dir: Path, level: int = logging.INFO) -> logging.Handler:
+    """Attach a file handler writing to ``<node>/logs/incisive.log`` (idempotent per path)."""
+    root = logging.getLogger(LOGGER_NAME)
+    target = str((log_dir / "incisive.log").resolve())
+    for handler in root.handlers:
+        if isinstance(handler, logging.FileHandler) and handler.baseFilename == target:
+            return handler
+    log_dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(target, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler

@@ -1,0 +1,118 @@
+"""Node settings: one pydantic-settings model, read from ``<node>/incisive.toml`` and ``INCISIVE_*`` variables.
+
+Precedence (highest first): explicit arguments, environment (``INCISIVE_CATALOGUE_URL`` …), the TOML file,
+defaults. Secrets are not settings: the pseudonym key lives in its own file (see :mod:`incisive.common.crypto`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from incisive.common.errors import ConfigError
+
+CONFIG_NAME = "incisive.toml"
+NODE_HOME_ENV = "INCISIVE_NODE"
+
+
+class NodeSettings(BaseSettings):
+    """Everything a node needs to know about itself."""
+
+    model_config = SettingsConfigDict(env_prefix="INCISIVE_", extra="ignore")
+    _toml_path: ClassVar[Path | None] = None
+
+    provider: str = Field(description="Data provider (hospital) name")
+    node_id: str = Field(description="Short identifier of this node, [a-z0-9-]")
+    home: Path = Field(description="Node directory")
+    catalogue_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite in the node directory")
+    import_workers: int = Field(default=0, ge=0, le=64, description="0 = one per core")
+    max_file_bytes: int = Field(default=2 * 1024**3, gt=0, description="Larger files are rejected on import")
+    safe_private_tags: list[str] = Field(
+        default_factory=list,
+        description="Private attributes kept by de-identification, as 'CREATOR:gggg,xxee' (xx = block)",
+    )
+    quarantine_modalities: list[str] = Field(
+        default_factory=lambda: ["US", "SC", "XC", "OT", "ES", "GM", "SM"],
+        description="Modalities whose pixels often hold burned-in text; such instances go to quarantine",
+    )
+
+    @field_validator("node_id")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,62}", value):
+            raise ValueError("node_id must be lower-case letters, digits and '-' (max 63)")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
+        return tuple(sources)
+
+    @property
+    def effective_catalogue_url(self) -> str:
+        return self.catalogue_url or f"sqlite:///{self.home / 'catalogue.db'}"
+
+    @property
+    def workers(self) -> int:
+        return self.import_workers or (os.cpu_count() or 1)
+
+    @classmethod
+    def load(cls, home: Path, **overrides: Any) -> NodeSettings:
+        """Read the node's settings; a clear :class:`ConfigError` when the node is missing or invalid."""
+        home = home.expanduser().resolve()
+        path = home / CONFIG_NAME
+        if not path.is_file():
+            raise ConfigError(f"{home} is not an incisive node (no {CONFIG_NAME}); run 'incisive node init'")
+        cls._toml_path = path
+        try:
+            return cls(home=home, **overrides)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"invalid settings in {path}: {problems}") from None
+        finally:
+            cls._toml_path = None
+
+    def to_toml(self) -> str:
+        """The persisted part of the settings (home is implied by the file's location)."""
+        lines = ["# incisive node configuration; INCISIVE_<NAME> environment variables override it"]
+        for name, value in self.model_dump(exclude={"home"}).items():
+            lines.append(f"{name} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def resolve_home(home: Path | None) -> Path:
+    """The node directory from the option, else ``$INCISIVE_NODE``, else the current directory."""
+    if home is not None:
+        return home
+    env = os.environ.get(NODE_HOME_ENV)
+    return Path(env) if env else Path.cwd()

@@ -1,0 +1,1 @@
+"""The federated node: store, catalogue, de-identification, ingest and the node CLI."""

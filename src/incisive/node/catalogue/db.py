@@ -1,0 +1,109 @@
+"""Catalogue database: engine set-up (SQLite WAL or PostgreSQL), Alembic migrations, sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from incisive.common.errors import CatalogueUnavailable, ConfigError
+
+MIGRATIONS = "incisive.node.catalogue:migrations"
+
+
+def safe_url(url: str) -> str:
+    """The URL as it may be shown: never with its password."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable URL>"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"catalogue URL is not a valid SQLAlchemy URL: {safe_url(url)}") from None
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(parsed, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        connect_args = {"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {}
+        engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
+    return engine
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", MIGRATIONS)
+    return cfg
+
+
+class Catalogue:
+    """Owns the engine and hands out sessions; ``migrate()`` brings the schema to the latest revision."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def migrate(self) -> None:
+        cfg = alembic_config()
+        try:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+        except OperationalError as exc:
+            raise CatalogueUnavailable(self._unavailable(exc)) from None
+
+    def check_current(self) -> None:
+        """Raise a clear error if the database is unreachable or not at the latest schema revision."""
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        try:
+            with self.engine.connect() as conn:
+                current = MigrationContext.configure(conn).get_current_revision()
+        except OperationalError as exc:
+            raise CatalogueUnavailable(self._unavailable(exc)) from None
+        if current != head:
+            raise ConfigError(
+                f"catalogue at {safe_url(self.url)} is at schema revision {current}, expected {head}; "
+                "run 'incisive node migrate'"
+            )
+
+    def _unavailable(self, exc: OperationalError) -> str:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
+        return f"cannot open the catalogue at {safe_url(self.url)}: {reason}"
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session in a transaction: committed on success, rolled back on error."""
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            raise CatalogueUnavailable(self._unavailable(exc)) from None
+
+    def dispose(self) -> None:
+        self.engine.dispose()

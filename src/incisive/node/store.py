@@ -1,0 +1,128 @@
+"""Content-addressed object store (sha256), durable and idempotent.
+
+Layout: ``objects/ab/cd/abcd…`` (two levels of 256-way sharding). A write goes to ``tmp/`` with ``O_EXCL``,
+is fsynced, renamed into place and the shard directory is fsynced, so after ``put`` returns the object
+survives a crash or power cut. The same bytes always land at the same address: a second ``put`` finds the
+object and writes nothing. ``get`` re-hashes what it reads and raises on mismatch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from incisive.common.errors import IntegrityError
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 1 << 20
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_digest(digest: str) -> str:
+    """Reject anything that is not a lower-case sha256 hex digest (no path tricks)."""
+    if not _HEX64.fullmatch(digest):
+        raise ValueError("object address must be 64 lower-case hex characters")
+    return digest
+
+
+class ObjectStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.objects = root / "objects"
+        self.tmp = root / "tmp"
+
+    def init(self) -> None:
+        for directory in (self.root, self.objects, self.tmp):
+            directory.mkdir(parents=True, exist_ok=True)
+
+    def path(self, digest: str) -> Path:
+        check_digest(digest)
+        return self.objects / digest[:2] / digest[2:4] / digest
+
+    def exists(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def put(self, data: bytes) -> tuple[str, bool]:
+        """Store ``data``; returns (sha256 hex, created). Durable when it returns."""
+        digest = hashlib.sha256(data).hexdigest()
+        final = self.path(digest)
+        if final.is_file():
+            return digest, False
+        shard = final.parent
+        if not shard.is_dir():
+            shard.mkdir(parents=True, exist_ok=True)
+            _fsync_dir(shard.parent)
+            _fsync_dir(shard.parent.parent)
+        tmp = self.tmp / f"{digest}.{secrets.token_hex(6)}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except BaseException:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, final)
+        _fsync_dir(shard)
+        return digest, True
+
+    def get(self, digest: str) -> bytes:
+        """Read an object and verify its hash; :class:`IntegrityError` when the bytes changed."""
+        data = self.path(digest).read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise IntegrityError(f"object {digest} fails its checksum")
+        return data
+
+    def hash_file(self, digest: str) -> str:
+        """sha256 of the stored file, streamed (for fsck on large objects)."""
+        h = hashlib.sha256()
+        with self.path(digest).open("rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def verify(self, digest: str) -> bool:
+        try:
+            return self.hash_file(digest) == digest
+        except FileNotFoundError:
+            return False
+
+    def size(self, digest: str) -> int:
+        return self.path(digest).stat().st_size
+
+    def iter_digests(self) -> Iterator[str]:
+        """Every object address present (names that are not digests are ignored)."""
+        if not self.objects.is_dir():
+            return
+        for first in sorted(self.objects.iterdir()):
+            for second in sorted(first.iterdir()) if first.is_dir() else ():
+                for entry in sorted(second.iterdir()) if second.is_dir() else ():
+                    if _HEX64.fullmatch(entry.name):
+                        yield entry.name
+
+    def remove(self, digest: str) -> None:
+        path = self.path(digest)
+        path.unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+
+    def clean_tmp(self) -> int:
+        """Remove partial writes left by a crash; returns how many."""
+        count = 0
+        for entry in self.tmp.glob("*.part") if self.tmp.is_dir() else ():
+            entry.unlink(missing_ok=True)
+            count += 1
+        return count
