@@ -55,9 +55,10 @@ def sha256_hex(data: bytes) -> str:
 class Pseudonymiser:
     """Keyed, deterministic derivations for one data provider.
 
-    * patient pseudonym: ``P`` + 16 base32 chars of HMAC(key, "patient" | issuer | id)
+    * patient pseudonym: ``P`` + 16 base32 chars of HMAC(key, "patient" | id)
     * UID: ``2.25.`` + a 128-bit integer from HMAC(key, "uid" | uid) (PS3.5 Annex B.2 UUID-derived form)
-    * date offset: whole days in [-730, -30], per pseudonym, so intervals within a patient survive
+    * date offset: whole days in [-3651, -1826] (5 to 10 years back), per pseudonym, so intervals within a
+      patient survive while real dates are far from any shifted one
     """
 
     def __init__(self, key: bytes) -> None:
@@ -72,8 +73,8 @@ class Pseudonymiser:
         return hmac.new(self._key, label.encode() + b"\x00" + value.encode("utf-8", "surrogateescape"),
                         hashlib.sha256).digest()
 
-    def _patient(self, patient_id: str, issuer: str = "") -> str:
-        digest = self._mac("patient", f"{issuer}\x00{patient_id.strip()}")
+    def _patient(self, patient_id: str) -> str:
+        digest = self._mac("patient", patient_id.strip())
         return "P" + base64.b32encode(digest[:10]).decode().rstrip("=")
 
     def _uid(self, uid: str) -> str:
@@ -82,7 +83,7 @@ class Pseudonymiser:
 
     def _day_offset(self, pseudonym: str) -> int:
         n = int.from_bytes(self._mac("date-offset", pseudonym)[:4], "big")
-        return -(30 + n % 701)
+        return -(1826 + n % 1826)
 
     def digest(self, label: str, value: str) -> str:
         """A keyed digest for references that must not reveal their input (e.g. source paths)."""

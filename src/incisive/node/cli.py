@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 
-from incisive.common.output import console, print_json
+from incisive.common.errors import InputError
+from incisive.common.output import console, err_console, human_bytes, print_json, table
 from incisive.common.settings import resolve_home
+from incisive.node.catalogue import queries
+from incisive.node.fsck import fsck
 from incisive.node.home import Node
+from incisive.node.ingest.clinical import check_columns, import_clinical, read_csv
+from incisive.node.ingest.dicom_import import OUTCOMES, import_dicom
+from incisive.node.quality import quality_report, render_html, render_rich
 
 app = typer.Typer(help="Run and manage a federated node.", no_args_is_help=True)
 
@@ -43,3 +51,171 @@ def init(
 
 def open_node(home: Path | None) -> Node:
     return Node.open(resolve_home(home))
+
+
+def _progress(description: str, enabled: bool) -> Any:
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TimeRemainingColumn()]
+    return Progress(*columns, console=err_console, transient=True, disable=not enabled)
+
+
+@app.command("import")
+def import_(
+    source: Annotated[Path | None, typer.Argument(help="DICOM file or folder (recursive)")] = None,
+    clinical: Annotated[Path | None, typer.Option(help="Clinical CSV to import")] = None,
+    id_column: Annotated[str, typer.Option(help="Patient id column of the clinical CSV")] = "patient_id",
+    drop: Annotated[str, typer.Option(help="Comma-separated CSV columns to drop (identifiers)")] = "",
+    labels: Annotated[str, typer.Option(help="Comma-separated CSV columns that are labels")] = "",
+    encoding: Annotated[str, typer.Option(help="Encoding of the clinical CSV")] = "utf-8-sig",
+    workers: Annotated[int, typer.Option(min=0, help="Worker processes (0 = one per core)")] = 0,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Import DICOM (pseudonymised at the door) and/or a clinical CSV; prints a summary."""
+    if source is None and clinical is None:
+        raise InputError("give a DICOM folder, --clinical CSV, or both")
+    if source is not None and not source.exists():
+        raise InputError(f"{source} does not exist")
+    node = open_node(home)
+    if clinical is not None:  # refuse a bad CSV before touching any DICOM
+        check_columns(read_csv(clinical, encoding)[0], id_column, _csv_list(drop))
+    result: dict[str, Any] = {}
+    if source is not None:
+        with _progress("de-identifying", not json_out) as bar:
+            task = bar.add_task("de-identifying", total=None)
+            report = import_dicom(node, source, lambda done, total: bar.update(task, completed=done, total=total),
+                                  workers or None)
+        result["dicom"] = report.as_dict()
+    if clinical is not None:
+        result["clinical"] = import_clinical(
+            node, clinical, id_column=id_column, drop=_csv_list(drop), encoding=encoding,
+            label_columns=_csv_list(labels),
+        ).as_dict()
+    if json_out:
+        print_json(result)
+        return
+    if "dicom" in result:
+        d = result["dicom"]
+        console.print(table("DICOM import", ["outcome", "files"], ((k, d[k]) for k in OUTCOMES)))
+        console.print(f"stored {human_bytes(d['bytes_stored'])} of new objects (run {d['run_id']})")
+        if d["problems"]:
+            console.print(table("Not stored", ["file", "outcome", "reason"],
+                                ((p["file"], p["outcome"], p["reason"]) for p in d["problems"][:50])))
+            if len(d["problems"]) > 50:
+                console.print(f"… and {len(d['problems']) - 50} more (use --json for all)")
+    if "clinical" in result:
+        c = result["clinical"]
+        console.print(f"clinical: {c['records']} new, {c['updated']} updated, {c['rejected']} rejected rows, "
+                      f"{c['dropped_columns']} column(s) dropped")
+
+
+def _csv_list(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+@app.command()
+def stats(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Patients / studies / series / instances / bytes, by modality."""
+    node = open_node(home)
+    with node.catalogue.session() as s:
+        data = queries.stats(s)
+    if json_out:
+        print_json(data)
+        return
+    console.print(table("Node contents", ["", "count"],
+                        [(k, human_bytes(v) if k == "bytes" else v) for k, v in data.items() if k != "by_modality"]))
+    console.print(table("By modality", ["modality", "patients", "studies", "series", "instances", "size"],
+                        [(m["modality"], m["patients"], m["studies"], m["series"], m["instances"],
+                          human_bytes(m["bytes"])) for m in data["by_modality"]]))
+
+
+class Level(str, Enum):
+    studies = "studies"
+    series = "series"
+
+
+@app.command("ls")
+def ls(
+    level: Annotated[Level, typer.Argument(help="studies or series")],
+    modality: Annotated[str | None, typer.Option(help="Only this modality (CT, MR, MG …)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100000)] = 1000,
+    offset: Annotated[int, typer.Option(min=0)] = 0,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List pseudonymised studies or series."""
+    node = open_node(home)
+    with node.catalogue.session() as s:
+        fn = queries.list_studies if level is Level.studies else queries.list_series
+        rows = fn(s, modality=modality, limit=limit, offset=offset)
+    if json_out:
+        print_json(rows)
+        return
+    if level is Level.studies:
+        console.print(table(f"Studies ({len(rows)})", ["study uid", "patient", "date", "modalities", "series",
+                                                       "instances", "description"],
+                            [(r["study_uid"], r["patient"], r["study_date"], ",".join(r["modalities"]), r["series"],
+                              r["instances"], r["description"]) for r in rows]))
+    else:
+        console.print(table(f"Series ({len(rows)})", ["series uid", "patient", "modality", "body part",
+                                                      "instances", "size", "description"],
+                            [(r["series_uid"], r["patient"], r["modality"], r["body_part"], r["instances"],
+                              human_bytes(r["bytes"]), r["description"]) for r in rows]))
+
+
+@app.command()
+def quality(
+    html: Annotated[Path | None, typer.Option(help="Also write an HTML report to this file")] = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Data-quality report: coverage, clinical completeness, label balance, image geometry."""
+    node = open_node(home)
+    with node.catalogue.session() as s:
+        report = quality_report(s)
+    if html is not None:
+        html.write_text(render_html(report, f"Data quality — {node.settings.provider}"), encoding="utf-8")
+    if json_out:
+        print_json(report)
+        return
+    console.print(render_rich(report))
+    if html is not None:
+        console.print(f"HTML report written to {html}")
+
+
+@app.command("fsck")
+def fsck_(
+    repair: Annotated[bool, typer.Option(help="Fix what can be fixed (see docs)")] = False,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Reconcile store and catalogue and verify every object's checksum. Exit 1 when problems remain."""
+    node = open_node(home)
+    with _progress("verifying", not json_out) as bar:
+        task = bar.add_task("verifying objects", total=None)
+        report = fsck(node, repair=repair, progress=lambda d, t: bar.update(task, completed=d, total=t))
+    if json_out:
+        print_json(report.as_dict())
+    else:
+        console.print(table("fsck", ["check", "result"], [
+            ("catalogue rows checked", report.rows_checked), ("objects verified", report.objects_checked),
+            ("missing objects", len(report.missing)), ("corrupt objects", len(report.corrupt)),
+            ("orphan objects", len(report.orphans)), ("partial writes", report.partial_writes),
+        ]))
+        for digest in report.corrupt:
+            console.print(f"[red]corrupt[/] {digest}")
+        for digest in report.missing:
+            console.print(f"[red]missing[/] {digest}")
+        if report.repaired:
+            console.print(f"repaired: {report.repaired}")
+        console.print("[green]clean[/]" if report.clean else "[yellow]problems found[/]")
+    if not report.clean and not repair:
+        raise typer.Exit(1)
+
+
+@app.command()
+def migrate(home: HomeOpt = None) -> None:
+    """Bring the catalogue schema to the latest revision (after an upgrade)."""
+    node = Node.open(resolve_home(home), check_schema=False)
+    node.catalogue.migrate()
+    console.print("catalogue schema is up to date")

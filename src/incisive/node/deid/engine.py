@@ -90,13 +90,13 @@ class Deidentifier:
         self.safe_private = {(s.creator, s.group, s.element) for s in safe_private}
 
     def patient_pseudonym(self, ds: Dataset) -> str:
+        """HMAC of PatientID (issuer ignored: clinical systems rarely carry it, and linkage must match)."""
         patient_id = str(ds.get("PatientID", "") or "").strip()
-        issuer = str(ds.get("IssuerOfPatientID", "") or "").strip()
         if patient_id:
-            return self.p.patient(patient_id, issuer)
+            return self.p.patient(patient_id)
         name = str(ds.get("PatientName", "") or "").strip()
         if name:
-            return self.p.patient(f"name:{name}|{ds.get('PatientBirthDate', '')}", issuer)
+            return self.p.patient(f"name:{name}|{ds.get('PatientBirthDate', '')}")
         return self.p.patient(f"study:{ds.get('StudyInstanceUID', '')}")
 
     def apply(self, ds: Dataset) -> str:
