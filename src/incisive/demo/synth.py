@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
@@ -27,14 +27,58 @@ US_IMAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 SC_IMAGE = "1.2.840.10008.5.1.4.1.1.7"
 ROOT = "1.2.826.0.1.3680043.10.1234."  # synthetic org root, never a real hospital's
 
-FIRST = ("Maria Jan Sofia Lukas Elena Pieter Anna Giorgos Laura Mateo Ines Johan Chiara Nikos Ewa Tomasz "
-         "Ana Hugo Lea Marco").split()
-LAST = ("Papadopoulos Jansen Rossi Kowalski Garcia Muller Dubois Silva Novak Andersson Costa Moreau "
-        "Vlachou Bianchi Fischer Nowak Romero Lindqvist Ferreira Horvath").split()
+FIRST = [
+    "Maria",
+    "Jan",
+    "Sofia",
+    "Lukas",
+    "Elena",
+    "Pieter",
+    "Anna",
+    "Giorgos",
+    "Laura",
+    "Mateo",
+    "Ines",
+    "Johan",
+    "Chiara",
+    "Nikos",
+    "Ewa",
+    "Tomasz",
+    "Ana",
+    "Hugo",
+    "Lea",
+    "Marco",
+]
+LAST = [
+    "Papadopoulos",
+    "Jansen",
+    "Rossi",
+    "Kowalski",
+    "Garcia",
+    "Muller",
+    "Dubois",
+    "Silva",
+    "Novak",
+    "Andersson",
+    "Costa",
+    "Moreau",
+    "Vlachou",
+    "Bianchi",
+    "Fischer",
+    "Nowak",
+    "Romero",
+    "Lindqvist",
+    "Ferreira",
+    "Horvath",
+]
 STREETS = ("Kifisias Avenue", "Calle Mayor", "Via Roma", "Hauptstrasse", "Rue de Rivoli", "Kerkstraat")
 CANCERS = ("breast", "lung", "prostate", "colorectal")
-DIAGNOSES = {"breast": "invasive ductal carcinoma", "lung": "non-small cell lung cancer",
-             "prostate": "prostate adenocarcinoma", "colorectal": "colorectal adenocarcinoma"}
+DIAGNOSES = {
+    "breast": "invasive ductal carcinoma",
+    "lung": "non-small cell lung cancer",
+    "prostate": "prostate adenocarcinoma",
+    "colorectal": "colorectal adenocarcinoma",
+}
 
 
 @dataclass(frozen=True)
@@ -72,9 +116,16 @@ def _patient(i: int, rng: np.random.Generator) -> FakePatient:
     birth = date(1940, 1, 1) + timedelta(days=int(rng.integers(0, 365 * 50)))
     mrn = f"MRN{7000000 + i * 7919 % 1000000:07d}"
     return FakePatient(
-        name=f"{family}^{given}", family=family, given=given, mrn=mrn, birth=birth, sex=sex,
+        name=f"{family}^{given}",
+        family=family,
+        given=given,
+        mrn=mrn,
+        birth=birth,
+        sex=sex,
         address=f"{int(rng.integers(1, 200))} {rng.choice(STREETS)}, {int(rng.integers(10000, 99999))}",
-        phone=f"+30 210 {int(rng.integers(1000000, 9999999))}", cancer=cancer, lesion=bool(rng.random() < 0.45),
+        phone=f"+30 210 {int(rng.integers(1000000, 9999999))}",
+        cancer=cancer,
+        lesion=bool(rng.random() < 0.45),
         folder=f"{family.upper()}_{given.upper()}_{mrn}",
     )
 
@@ -87,13 +138,14 @@ def _pixels(rng: np.random.Generator, size: int, lesion: bool, base: int, spread
         cy, cx = rng.uniform(0.35, 0.65, 2) * size
         r = size * rng.uniform(0.06, 0.1)
         img += spread * 0.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
-    return np.clip(img, 0, 65535).astype(np.uint16)
+    out: np.ndarray = np.clip(img, 0, 65535).astype(np.uint16)
+    return out
 
 
 def _base(p: FakePatient, study: dict[str, Any], sop_class: str, modality: str, rng: np.random.Generator) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = sop_class
+    ds.file_meta.MediaStorageSOPClassUID = UID(sop_class)
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.SpecificCharacterSet = "ISO_IR 192"
     ds.SOPClassUID = sop_class
@@ -175,14 +227,28 @@ def generate_cohort(out: Path, spec: CohortSpec) -> dict[str, Any]:
         p = _patient(i, rng)
         study_date = date(2019, 1, 1) + timedelta(days=int(rng.integers(0, 1500)))
         referrer = f"Dr^{rng.choice(LAST)}"
-        phi.update({p.name, p.family, p.mrn, p.mrn.replace("MRN", "NHS"), p.birth.strftime("%Y%m%d"),
-                    p.address, p.phone, "Athens General Hospital", "12 Vasilissis Sofias, Athens",
-                    referrer, "Tech^Nikolaou", "ATH-CT-02", "SN-448812", study_date.strftime("%Y%m%d")})
+        phi.update(
+            {
+                p.name,
+                p.family,
+                p.mrn,
+                p.mrn.replace("MRN", "NHS"),
+                p.birth.strftime("%Y%m%d"),
+                p.address,
+                p.phone,
+                "Athens General Hospital",
+                "12 Vasilissis Sofias, Athens",
+                referrer,
+                "Tech^Nikolaou",
+                "ATH-CT-02",
+                "SN-448812",
+                study_date.strftime("%Y%m%d"),
+            }
+        )
         region = {"breast": "BREAST", "lung": "CHEST", "prostate": "PELVIS", "colorectal": "ABDOMEN"}[p.cancer]
         accession = f"ACC{int(rng.integers(10**8, 10**9))}"
         phi.add(accession)
-        study = {"uid": _uid(rng), "date": study_date, "region": region, "accession": accession,
-                 "referrer": referrer}
+        study = {"uid": _uid(rng), "date": study_date, "region": region, "accession": accession, "referrer": referrer}
         folder = out / "dicom" / p.folder
         if p.cancer == "breast":
             instances += _mg_study(p, study, rng, spec, folder)
@@ -198,18 +264,35 @@ def generate_cohort(out: Path, spec: CohortSpec) -> dict[str, Any]:
             _write(ds, folder, "us_0001.dcm")
             instances += 1
         if i % 11 != 10:  # a few patients have no clinical record
-            rows.append({"patient_id": p.mrn, "patient_name": p.name.replace("^", " "),
-                         "age": (study_date - p.birth).days // 365, "sex": p.sex,
-                         "diagnosis": DIAGNOSES[p.cancer], "cancer_type": p.cancer,
-                         "stage": str(rng.choice(["I", "II", "III", "IV", ""])),
-                         "diagnosis_date": (study_date - timedelta(days=20)).isoformat(),
-                         "lesion": int(p.lesion)})
+            rows.append(
+                {
+                    "patient_id": p.mrn,
+                    "patient_name": p.name.replace("^", " "),
+                    "age": (study_date - p.birth).days // 365,
+                    "sex": p.sex,
+                    "diagnosis": DIAGNOSES[p.cancer],
+                    "cancer_type": p.cancer,
+                    "stage": str(rng.choice(["I", "II", "III", "IV", ""])),
+                    "diagnosis_date": (study_date - timedelta(days=20)).isoformat(),
+                    "lesion": int(p.lesion),
+                }
+            )
             phi.add(p.name.replace("^", " "))
     for extra in range(max(1, spec.patients // 10)):  # clinical-only patients (imaging still to come)
         q = _patient(spec.patients + extra, rng)
-        rows.append({"patient_id": q.mrn, "patient_name": q.name.replace("^", " "), "age": 61, "sex": q.sex,
-                     "diagnosis": DIAGNOSES[q.cancer], "cancer_type": q.cancer, "stage": "",
-                     "diagnosis_date": "2021-05-04", "lesion": int(q.lesion)})
+        rows.append(
+            {
+                "patient_id": q.mrn,
+                "patient_name": q.name.replace("^", " "),
+                "age": 61,
+                "sex": q.sex,
+                "diagnosis": DIAGNOSES[q.cancer],
+                "cancer_type": q.cancer,
+                "stage": "",
+                "diagnosis_date": "2021-05-04",
+                "lesion": int(q.lesion),
+            }
+        )
         phi.update({q.mrn, q.name.replace("^", " ")})
     csv_path = out / "clinical.csv"
     with csv_path.open("w", newline="", encoding="utf-8") as fh:
@@ -217,12 +300,25 @@ def generate_cohort(out: Path, spec: CohortSpec) -> dict[str, Any]:
         writer.writeheader()
         writer.writerows(rows)
     (out / "phi_manifest.json").write_text(json.dumps(sorted(phi), indent=0))
-    return {"patients": spec.patients, "instances": instances, "clinical_rows": len(rows),
-            "clinical_csv": str(csv_path), "dicom": str(out / "dicom"), "phi_values": len(phi)}
+    return {
+        "patients": spec.patients,
+        "instances": instances,
+        "clinical_rows": len(rows),
+        "clinical_csv": str(csv_path),
+        "dicom": str(out / "dicom"),
+        "phi_values": len(phi),
+    }
 
 
-def _series(p: FakePatient, study: dict[str, Any], sop_class: str, modality: str, rng: np.random.Generator,
-            number: int, description: str) -> Dataset:
+def _series(
+    p: FakePatient,
+    study: dict[str, Any],
+    sop_class: str,
+    modality: str,
+    rng: np.random.Generator,
+    number: int,
+    description: str,
+) -> Dataset:
     ds = _base(p, study, sop_class, modality, rng)
     ds.SeriesInstanceUID = _uid(rng)
     ds.SeriesNumber = number
@@ -232,9 +328,20 @@ def _series(p: FakePatient, study: dict[str, Any], sop_class: str, modality: str
     return ds
 
 
-def _volume(p: FakePatient, study: dict[str, Any], rng: np.random.Generator, spec: CohortSpec, folder: Path,
-            sop_class: str, modality: str, number: int, description: str, slices: int, base: int,
-            spread: int) -> int:
+def _volume(
+    p: FakePatient,
+    study: dict[str, Any],
+    rng: np.random.Generator,
+    spec: CohortSpec,
+    folder: Path,
+    sop_class: str,
+    modality: str,
+    number: int,
+    description: str,
+    slices: int,
+    base: int,
+    spread: int,
+) -> int:
     template = _series(p, study, sop_class, modality, rng, number, description)
     previous: str | None = None
     for k in range(slices):
@@ -257,21 +364,17 @@ def _volume(p: FakePatient, study: dict[str, Any], rng: np.random.Generator, spe
     return slices
 
 
-def _ct_study(p: FakePatient, study: dict[str, Any], rng: np.random.Generator, spec: CohortSpec,
-              folder: Path) -> int:
+def _ct_study(p: FakePatient, study: dict[str, Any], rng: np.random.Generator, spec: CohortSpec, folder: Path) -> int:
     desc = f"{study['region']} 2.5mm for {p.family} {study['date']:%d.%m.%Y}"
     return _volume(p, study, rng, spec, folder, CT_IMAGE, "CT", 2, desc, spec.ct_slices, 900, 600)
 
 
-def _mr_study(p: FakePatient, study: dict[str, Any], rng: np.random.Generator, spec: CohortSpec,
-              folder: Path) -> int:
+def _mr_study(p: FakePatient, study: dict[str, Any], rng: np.random.Generator, spec: CohortSpec, folder: Path) -> int:
     n = _volume(p, study, rng, spec, folder, MR_IMAGE, "MR", 3, "T1 AX pre", spec.mr_slices, 100, 900)
-    return n + _volume(p, study, rng, spec, folder, MR_IMAGE, "MR", 4, f"T2 AX {p.given}", spec.mr_slices, 100,
-                       1200)
+    return n + _volume(p, study, rng, spec, folder, MR_IMAGE, "MR", 4, f"T2 AX {p.given}", spec.mr_slices, 100, 1200)
 
 
-def _mg_study(p: FakePatient, study: dict[str, Any], rng: np.random.Generator, spec: CohortSpec,
-              folder: Path) -> int:
+def _mg_study(p: FakePatient, study: dict[str, Any], rng: np.random.Generator, spec: CohortSpec, folder: Path) -> int:
     count = 0
     for n, view in enumerate(("RCC", "LCC", "RMLO", "LMLO"), start=1):
         ds = _series(p, study, MG_IMAGE, "MG", rng, n, f"{view} screening {p.family}")

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from incisive.common.errors import InputError
 from incisive.common.output import console, err_console, human_bytes, print_json, table
@@ -129,7 +136,7 @@ def stats(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
                           human_bytes(m["bytes"])) for m in data["by_modality"]]))
 
 
-class Level(str, Enum):
+class Level(StrEnum):
     studies = "studies"
     series = "series"
 

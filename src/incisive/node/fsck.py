@@ -92,9 +92,9 @@ def _repair(node: Node, report: FsckReport) -> dict[str, int]:
                     _move_aside(store, digest)
                     done["moved_aside"] += 1
         if bad:
-            done["rows_dropped"] += s.execute(delete(Instance).where(Instance.object_hash.in_(bad))).rowcount or 0
-            done["rows_dropped"] += s.execute(
-                delete(QuarantineItem).where(QuarantineItem.object_hash.in_(bad))).rowcount or 0
+            for model in (Instance, QuarantineItem):
+                result = s.execute(delete(model).where(model.object_hash.in_(bad)))
+                done["rows_dropped"] += getattr(result, "rowcount", 0) or 0
             s.execute(delete(Series).where(~Series.id.in_(select(Instance.series_id).distinct())))
             s.execute(delete(Study).where(~Study.id.in_(select(Series.study_id).distinct())))
         writer = CatalogueWriter(s)
@@ -114,9 +114,8 @@ def _recatalogue(writer: CatalogueWriter, store: ObjectStore, digest: str) -> bo
     try:
         data = store.get(digest)
         ds = dcmread(io.BytesIO(data))
-        if str(ds.get("PatientIdentityRemoved", "")) != "YES" or not str(ds.get("DeidentificationMethod", "")).startswith(
-            "incisive"
-        ):
+        ours = str(ds.get("DeidentificationMethod", "")).startswith("incisive")
+        if str(ds.get("PatientIdentityRemoved", "")) != "YES" or not ours:
             return False
         f = facts(ds)
     except Exception:  # unreadable orphan: set aside

@@ -50,18 +50,18 @@ def quality_report(s: Session) -> dict[str, Any]:
         extra_keys = sorted({k for r in records for k in (r.fields or {})})
         for key in extra_keys:
             completeness[key] = sum(1 for r in records if (r.fields or {}).get(key) not in (None, "")) / len(records)
-    labels: dict[str, dict[str, int]] = {}
-    for r in records:
-        for key, value in (r.labels or {}).items():
-            labels.setdefault(key, Counter())[str(value)] += 1  # type: ignore[arg-type]
+    labels: dict[str, Counter[str]] = {}
+    for record in records:
+        for key, value in (record.labels or {}).items():
+            labels.setdefault(key, Counter())[str(value)] += 1
     geometry: dict[str, Any] = {}
     rows = s.execute(select(Series.modality, Instance.rows, Instance.columns, Instance.pixel_spacing,
                             Instance.slice_thickness).join(Instance))
     per_mod: dict[str, dict[str, Any]] = {}
-    for modality, r, c, spacing, thickness in rows:
+    for modality, n_rows, n_cols, spacing, thickness in rows:
         g = per_mod.setdefault(modality or "?", {"matrix": Counter(), "spacing": [], "thickness": []})
-        if r and c:
-            g["matrix"][f"{r}x{c}"] += 1
+        if n_rows and n_cols:
+            g["matrix"][f"{n_rows}x{n_cols}"] += 1
         if spacing:
             g["spacing"].append(spacing)
         if thickness:

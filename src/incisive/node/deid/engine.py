@@ -11,11 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import lru_cache
+from typing import ClassVar
 
 from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
+from pydicom.tag import BaseTag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
 
 from incisive import __version__
@@ -68,7 +70,7 @@ def shift_date(value: str, days: int) -> str:
     return shifted.strftime("%Y%m%d") + tail
 
 
-def _vr_of(ds: Dataset, tag: int) -> str:
+def _vr_of(ds: Dataset, tag: BaseTag) -> str:
     raw = ds._dict[tag]
     vr = raw.VR
     if vr is None:
@@ -209,7 +211,7 @@ class Deidentifier:
         elif value:
             ds[tag] = DataElement(tag, vr, [clean_text(str(v)) for v in value])
 
-    _handlers: dict[str, Callable[[Deidentifier, Dataset, int, str, int], None]] = {
+    _handlers: ClassVar[dict[str, Callable[[Deidentifier, Dataset, int, str, int], None]]] = {
         "X": _remove,
         "Z": _empty,
         "D": _dummy,

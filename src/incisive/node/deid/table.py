@@ -53,28 +53,27 @@ RETAIN_PATIENT_CHARACTERISTICS: Final = {
     "SpecialNeeds": "C",
 }
 
-CLEAN_DESCRIPTORS: Final = (
-    "AcquisitionComments AcquisitionProtocolDescription AdditionalPatientHistory AdmittingDiagnosesCodeSequence "
-    "AdmittingDiagnosesDescription Allergies BeamDescription BolusDescription ClinicalTrialSeriesDescription "
-    "ClinicalTrialTimePointDescription CompensatorDescription ConceptualVolumeDescription ContainerDescription "
-    "ContrastBolusAgent ContributionDescription DecompositionDescription DerivationDescription "
-    "DeviceSettingDescription DischargeDiagnosisDescription DoseReferenceDescription EntityDescription "
-    "EntityLabel EntityLongLabel EntityName FixationDeviceDescription FractionationNotes "
-    "FractionGroupDescription FrameComments IdentifyingComments ImageComments ImagingServiceRequestComments "
-    "Impressions InterlockDescription InterlockOriginDescription InterpretationText LabelText "
-    "LongDeviceDescription MakerNote MedicalAlerts MultienergyAcquisitionDescription Occupation PatientComments "
-    "PatientState PerformedProcedureStepDescription PrescriptionDescription PrescriptionNotes "
-    "PrescriptionNotesSequence PriorTreatmentDoseDescription ProtocolName RadiationDoseIdentificationLabel "
-    "RadiationGenerationModeLabel ReasonForOmissionDescription ReasonForStudy ReasonForSuperseding "
-    "ReasonForTheImagingServiceRequest ReasonForTheRequestedProcedure ReasonForVisit ReasonForVisitCodeSequence "
-    "RequestAttributesSequence RequestedContrastAgent RequestedProcedureComments RequestedProcedureDescription "
-    "ResultsComments RTPhysicianIntentNarrative RTPlanDescription RTPlanLabel RTPlanName RTPrescriptionLabel "
-    "RTToleranceSetLabel RTTreatmentApproachLabel ScheduledProcedureStepDescription SeriesDescription "
-    "ServiceEpisodeDescription SetupTechniqueDescription ShieldingDeviceDescription SpecimenDetailedDescription "
-    "SpecimenShortDescription StudyComments StudyDescription TreatmentPositionGroupLabel TreatmentSite "
-    "TreatmentTechniqueNotes TreatmentToleranceViolationDescription UserContentLabel UserContentLongLabel "
-    "VisitComments"
-).split()
+CLEAN_DESCRIPTORS: Final = """
+    AcquisitionComments AcquisitionProtocolDescription AdditionalPatientHistory AdmittingDiagnosesCodeSequence
+    AdmittingDiagnosesDescription Allergies BeamDescription BolusDescription ClinicalTrialSeriesDescription
+    ClinicalTrialTimePointDescription CompensatorDescription ConceptualVolumeDescription ContainerDescription
+    ContrastBolusAgent ContributionDescription DecompositionDescription DerivationDescription
+    DeviceSettingDescription DischargeDiagnosisDescription DoseReferenceDescription EntityDescription EntityLabel
+    EntityLongLabel EntityName FixationDeviceDescription FractionationNotes FractionGroupDescription FrameComments
+    IdentifyingComments ImageComments ImagingServiceRequestComments Impressions InterlockDescription
+    InterlockOriginDescription InterpretationText LabelText LongDeviceDescription MakerNote MedicalAlerts
+    MultienergyAcquisitionDescription Occupation PatientComments PatientState PerformedProcedureStepDescription
+    PrescriptionDescription PrescriptionNotes PrescriptionNotesSequence PriorTreatmentDoseDescription ProtocolName
+    RadiationDoseIdentificationLabel RadiationGenerationModeLabel ReasonForOmissionDescription ReasonForStudy
+    ReasonForSuperseding ReasonForTheImagingServiceRequest ReasonForTheRequestedProcedure ReasonForVisit
+    ReasonForVisitCodeSequence RequestAttributesSequence RequestedContrastAgent RequestedProcedureComments
+    RequestedProcedureDescription ResultsComments RTPhysicianIntentNarrative RTPlanDescription RTPlanLabel
+    RTPlanName RTPrescriptionLabel RTToleranceSetLabel RTTreatmentApproachLabel ScheduledProcedureStepDescription
+    SeriesDescription ServiceEpisodeDescription SetupTechniqueDescription ShieldingDeviceDescription
+    SpecimenDetailedDescription SpecimenShortDescription StudyComments StudyDescription
+    TreatmentPositionGroupLabel TreatmentSite TreatmentTechniqueNotes TreatmentToleranceViolationDescription
+    UserContentLabel UserContentLongLabel VisitComments
+""".split()
 
 # (code meaning, DCM code) for DeidentificationMethodCodeSequence, PS3.16 CID 7050
 METHOD_CODES: Final = (

@@ -14,26 +14,25 @@ from typing import Final
 
 _VOCABULARY: Final = frozenset(
     """
-    ct mr mri pet spect mg us xr cr dx nm pt rf xa ot sr seg rtstruct rtplan rtdose tomo dbt cbct angio
-    head brain skull neck chest thorax thoracic lung lungs abdomen abd abdominal pelvis pelvic spine cervical
-    lumbar thoracolumbar breast breasts liver kidney kidneys renal pancreas prostate colon rectum bladder
-    heart cardiac bone bones whole body wb extremity knee hip shoulder orbit orbits sinus sinuses larynx
-    stomach esophagus oesophagus ovary ovaries uterus cervix testis thyroid lymph node nodes mediastinum
-    left right bilateral lt rt l r bil cc mlo lcc rcc lmlo rmlo ml lm xccl spot mag view views implant
-    axial ax coronal cor sagittal sag oblique obl transverse tra 2d 3d mip minip mpr vr recon reconstruction
-    t1 t2 t1w t2w pd flair dwi adc dti swi gre se tse fse spgr mprage vibe space stir dixon tof pc dce dsc
-    perfusion diffusion fat sat fs water inphase opphase in out phase pre post contrast gad gd iv oral rectal
-    with without w wo and or of the a an for to plus non enhanced unenhanced native arterial venous portal
-    delayed late early phase dynamic multiphase routine standard protocol screening diagnostic staging
-    restaging follow up fu followup surveillance baseline biopsy guided tumor tumour lesion lesions nodule
-    nodules mass masses cancer carcinoma oncology metastasis metastases met mets lymphoma primary recurrence
-    response therapy treatment radiotherapy planning plan scout localizer localiser topogram surview
-    scanogram survey series image images slice slices thin thick soft tissue lung window mediastinal kernel
-    sharp smooth high resolution hr low dose ld ldct ultra cta ctpa hrct mrcp mra pet-ct petct fdg psma
-    tomosynthesis synthesized synthetic digital full field cad calcification density dense score birads
-    lirads pirads lungrads mm cm s ms sec kv kvp mas ma slice thickness increment pitch gated ecg breath
-    hold free breathing respiratory navigator sequence acquisition calibration phantom qa test derived
-    primary secondary original subtraction sub map maps mip cine loop study exam examination report
+    2d 3d a abd abdomen abdominal acquisition adc an and angio arterial ax axial baseline bil bilateral biopsy
+    birads bladder body bone bones brain breast breasts breath breathing cad calcification calibration cancer
+    carcinoma cardiac cbct cc cervical cervix chest cine cm colon contrast cor coronal cr ct cta ctpa dbt dce
+    delayed dense density derived diagnostic diffusion digital dixon dose dsc dti dwi dx dynamic early ecg
+    enhanced esophagus exam examination extremity fat fdg field flair follow followup for free fs fse fu full gad
+    gated gd gre guided head heart high hip hold hr hrct image images implant in increment inphase iv kernel
+    kidney kidneys knee kv kvp l larynx late lcc ld ldct left lesion lesions lirads liver lm lmlo localiser
+    localizer loop low lt lumbar lung lungrads lungs lymph lymphoma ma mag map maps mas mass masses mediastinal
+    mediastinum met metastases metastasis mets mg minip mip ml mlo mm mpr mprage mr mra mrcp mri ms multiphase
+    native navigator neck nm node nodes nodule nodules non obl oblique oesophagus of oncology opphase or oral
+    orbit orbits original ot out ovaries ovary pancreas pc pd pelvic pelvis perfusion pet pet-ct petct phantom
+    phase pirads pitch plan planning plus portal post pre primary prostate protocol psma pt qa r radiotherapy rcc
+    recon reconstruction rectal rectum recurrence renal report resolution respiratory response restaging rf right
+    rmlo routine rt rtdose rtplan rtstruct s sag sagittal sat scanogram score scout screening se sec secondary seg
+    sequence series sharp shoulder sinus sinuses skull slice slices smooth soft space spect spgr spine spot sr
+    staging standard stir stomach study sub subtraction surveillance survey surview swi synthesized synthetic t1
+    t1w t2 t2w test testis the therapy thick thickness thin thoracic thoracolumbar thorax thyroid tissue to tof
+    tomo tomosynthesis topogram tra transverse treatment tse tumor tumour ultra unenhanced up us uterus venous
+    vibe view views vr w water wb whole window with without wo xa xccl xr
     """.split()
 )
 

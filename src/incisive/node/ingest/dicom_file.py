@@ -18,7 +18,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from incisive.common.crypto import Pseudonymiser, sha256_hex
-from incisive.node.deid import DeidRejected, Deidentifier, SafePrivate, quarantine_reason
+from incisive.node.deid import Deidentifier, DeidRejected, SafePrivate, quarantine_reason
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 
@@ -104,7 +104,7 @@ def _int(value: Any) -> int | None:
 
 def _float(value: Any) -> float | None:
     try:
-        if isinstance(value, (list, tuple)) or hasattr(value, "__getitem__") and not isinstance(value, str):
+        if isinstance(value, (list, tuple)) or (hasattr(value, "__getitem__") and not isinstance(value, str)):
             value = value[0]
         return float(value) if value not in (None, "") else None
     except (TypeError, ValueError, IndexError):
