@@ -8,7 +8,7 @@ same files stores nothing new because de-identification is deterministic (same k
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -112,37 +112,66 @@ def _issue(node: Node, report: ImportReport, c: Candidate, outcome: str, reason:
             s.add(issue)
 
 
-def _record_batch(node: Node, report: ImportReport, batch: list[tuple[Candidate, FileOutcome]]) -> None:
-    """Store objects, then catalogue rows, committed together (one transaction per batch)."""
+@dataclass
+class Recorded:
+    """What happened to one de-identified instance: imported | duplicate | conflict | quarantined | rejected."""
+
+    result: str
+    reason: str = ""
+    bytes_created: int = 0
+
+
+CONFLICT = ("an instance with the same SOPInstanceUID and different content is already stored; kept the first")
+
+
+def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, FileOutcome]]) -> list[Recorded]:
+    """Store objects (fsync), then catalogue rows and issues, committed in one transaction.
+
+    ``items`` pairs a label (a relative path, or a receiving-side counter; only its keyed digest is
+    persisted) with the worker's outcome. When this returns, every ``imported``/``quarantined`` instance is
+    durable: its object is fsynced and its row committed. Shared by folder import, the C-STORE SCP and STOW-RS.
+    """
+    results: list[Recorded] = []
     with node.catalogue.session() as s:
         w = CatalogueWriter(s)
-        stored_uids = [o.facts["sop_uid"] for _, o in batch if o.status == "stored"]
-        quarantined_uids = [o.facts["sop_uid"] for _, o in batch if o.status == "quarantine"]
+        stored_uids = [o.facts["sop_uid"] for _, o in items if o.status == "stored"]
+        quarantined_uids = [o.facts["sop_uid"] for _, o in items if o.status == "quarantine"]
         known = w.existing_instances(stored_uids)
         known_q = w.existing_quarantine(quarantined_uids)
-        for c, o in batch:
+
+        def issue(label: str, outcome: str, reason: str) -> Recorded:
+            if run_id is not None:
+                s.add(ImportIssue(run_id=run_id, outcome=outcome, reason=reason,
+                                  file_digest=node.pseudonymiser.digest("import-file", label)))
+            return Recorded(outcome, reason)
+
+        for label, o in items:
             if o.status == "rejected":
-                _issue(node, report, c, "rejected", o.reason, s)
+                results.append(issue(label, "rejected", o.reason))
                 continue
             uid = o.facts["sop_uid"]
             seen = known if o.status == "stored" else known_q
             digest = o.digest
             if uid in seen:
-                if seen[uid] == digest:
-                    report.counts["duplicate"] += 1
-                else:
-                    _issue(node, report, c, "conflict",
-                           "an instance with the same SOPInstanceUID and different content is already stored; "
-                           "kept the first", s)
+                results.append(Recorded("duplicate") if seen[uid] == digest else issue(label, "conflict", CONFLICT))
                 continue
             if o.status == "quarantine":
                 node.quarantine.put(o.data)
                 w.add_quarantine(o.facts, digest, o.reason)
-                _issue(node, report, c, "quarantined", o.reason, s)
+                results.append(issue(label, "quarantined", o.reason))
             else:
                 _, created = node.store.put(o.data)
-                w.add_instance(o.facts, digest, len(o.data), report.run_id)
-                report.counts["imported"] += 1
-                if created:
-                    report.bytes_stored += len(o.data)
+                w.add_instance(o.facts, digest, len(o.data), run_id)
+                results.append(Recorded("imported", bytes_created=len(o.data) if created else 0))
             seen[uid] = digest
+    return results
+
+
+def _record_batch(node: Node, report: ImportReport, batch: list[tuple[Candidate, FileOutcome]]) -> None:
+    """Store objects, then catalogue rows, committed together (one transaction per batch)."""
+    results = record_outcomes(node, report.run_id, [(c.rel, o) for c, o in batch])
+    for (c, _), r in zip(batch, results, strict=True):
+        report.counts[r.result] += 1
+        report.bytes_stored += r.bytes_created
+        if r.result not in ("imported", "duplicate"):
+            report.problems.append({"file": c.rel, "outcome": r.result, "reason": r.reason})
