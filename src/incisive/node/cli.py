@@ -20,6 +20,7 @@ from incisive.common.errors import InputError
 from incisive.common.output import console, err_console, human_bytes, print_json, table
 from incisive.common.settings import resolve_home
 from incisive.node.catalogue import queries
+from incisive.node.check.cli import check
 from incisive.node.fsck import fsck
 from incisive.node.home import Node
 from incisive.node.ingest.clinical import check_columns, import_clinical, read_csv
@@ -226,3 +227,6 @@ def migrate(home: HomeOpt = None) -> None:
     node = Node.open(resolve_home(home), check_schema=False)
     node.catalogue.migrate()
     console.print("catalogue schema is up to date")
+
+
+app.command("check")(check)
