@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 
 from incisive.common.crypto import Pseudonymiser, sha256_hex
 from incisive.node.deid import Deidentifier, DeidRejected, SafePrivate, quarantine_reason
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ def process_bytes(raw: bytes) -> FileOutcome:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = dcmread(io.BytesIO(raw), force=_looks_like_raw_dataset(raw))
+            problem = truncation(ds)
+            if problem:
+                return FileOutcome("rejected", problem)
             reason = quarantine_reason(ds, config.quarantine_modalities)
             deid.apply(ds)
             out = io.BytesIO()
@@ -88,6 +94,17 @@ def process_bytes(raw: bytes) -> FileOutcome:
         return FileOutcome("rejected", f"malformed DICOM ({type(exc).__name__})")
     data = out.getvalue()
     return FileOutcome("quarantine" if reason else "stored", reason or "", data, sha256_hex(data), facts(ds))
+
+
+def truncation(ds: Dataset) -> str | None:
+    """pydicom reads a cut-off file without complaint; catch short values and image IODs without pixels."""
+    for elem in ds._dict.values():
+        if isinstance(elem, RawDataElement) and elem.value is not None and elem.length != UNDEFINED_LENGTH:
+            if len(elem.value) != elem.length:
+                return "truncated file (an element is shorter than its declared length)"
+    if not any(tag in ds._dict for tag in PIXEL_TAGS) and "Image Storage" in UID(str(ds.get("SOPClassUID", ""))).name:
+        return "image instance without pixel data (truncated or stripped file)"
+    return None
 
 
 def _looks_like_raw_dataset(raw: bytes) -> bool:
