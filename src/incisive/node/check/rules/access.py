@@ -107,7 +107,7 @@ def judge_redundancy(facts: dict[str, Facts], p: Profile, ctx: CheckContext) -> 
     req = "RAID healthy (md/ZFS); degraded = fail"
     arrays: list[Facts] = red.get("md") or []
     zfs: Facts | None = red.get("zfs")
-    parts = [f"{a['name']} {a.get('level') or a['state']} [{a.get('working')}/{a.get('devices')}]"
+    parts = [f"{a['name']} {a.get('level') or a['state']} [{a.get('devices')}/{a.get('working')}]"
              + (f" {a['mdadm_state']}" if a.get("mdadm_state") else "") for a in arrays]
     if zfs and zfs["pools"]:
         parts.append(f"zfs: {zfs['summary']}")

@@ -33,7 +33,7 @@ def judge_cpu(facts: dict[str, Facts], p: Profile, ctx: CheckContext) -> list[Ro
     vendor, cores, threads, ghz = cpu.get("vendor"), int(cpu["cores"]), int(cpu["threads"]), cpu.get("base_ghz")
     clock = f"{ghz:.2f} GHz ({cpu.get('ghz_source')})" if ghz else "clock not reported"
     model = str(cpu.get("model"))
-    measured = f"{model if model.startswith(str(vendor)) else f'{vendor} {model}'}: {cores} cores, {clock}"
+    measured = f"{model if str(vendor) in model else f'{vendor} {model}'}: {cores} cores, {clock}"
     rows: list[Row] = []
     minimum = {"Intel": (p.intel_min_cores, p.intel_min_ghz), "AMD": (p.amd_min_cores, p.amd_min_ghz)}
     if vendor not in minimum:
