@@ -48,7 +48,7 @@ def print_report(report: Report, console: Console) -> None:
 def _environment() -> Environment:
     return Environment(
         loader=PackageLoader("incisive.node.check", "templates"),
-        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default_for_string=False),
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
