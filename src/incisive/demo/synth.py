@@ -231,6 +231,7 @@ def generate_cohort(out: Path, spec: CohortSpec) -> dict[str, Any]:
             {
                 p.name,
                 p.family,
+                p.given,
                 p.mrn,
                 p.mrn.replace("MRN", "NHS"),
                 p.birth.strftime("%Y%m%d"),
@@ -239,7 +240,9 @@ def generate_cohort(out: Path, spec: CohortSpec) -> dict[str, Any]:
                 "Athens General Hospital",
                 "12 Vasilissis Sofias, Athens",
                 referrer,
+                referrer.split("^")[1],
                 "Tech^Nikolaou",
+                "Nikolaou",
                 "ATH-CT-02",
                 "SN-448812",
                 study_date.strftime("%Y%m%d"),
@@ -263,7 +266,7 @@ def generate_cohort(out: Path, spec: CohortSpec) -> dict[str, Any]:
             _image(ds, _pixels(rng, spec.size, False, 20, 200), 0.2, None)
             _write(ds, folder, "us_0001.dcm")
             instances += 1
-        if i % 11 != 10:  # a few patients have no clinical record
+        if i % 7 != 3:  # a few patients have no clinical record
             rows.append(
                 {
                     "patient_id": p.mrn,

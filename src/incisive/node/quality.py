@@ -6,7 +6,7 @@ import statistics
 from collections import Counter
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
+from jinja2 import Environment, PackageLoader
 from rich.console import Group
 from rich.table import Table
 from sqlalchemy import case, func, select
@@ -136,5 +136,5 @@ def _fmt(spread: dict[str, float | None]) -> str:
 
 
 def render_html(r: dict[str, Any], title: str) -> str:
-    env = Environment(loader=PackageLoader("incisive.node", "templates"), autoescape=select_autoescape(["html"]))
+    env = Environment(loader=PackageLoader("incisive.node", "templates"), autoescape=True)
     return env.get_template("quality.html.j2").render(r=r, title=title, fmt=_fmt)
