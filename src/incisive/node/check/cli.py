@@ -10,7 +10,7 @@ import typer
 
 from incisive.common.output import console, err_console, print_json
 from incisive.node.check.profiles import DEFAULT_PROFILE, PROFILES, CheckContext, get_profile
-from incisive.node.check.render import print_report, write_document
+from incisive.node.check.render import print_report, report_format, write_document
 from incisive.node.check.runner import run_check
 from incisive.node.check.system import LiveSystem
 
@@ -43,6 +43,8 @@ def check(
 ) -> None:
     """Check this machine against the node specification; exit 0 all pass, 1 warnings only, 2 failures."""
     chosen = get_profile(profile)
+    if report is not None:
+        report_format(report)  # a bad file name fails before the check runs
     store_path = os.path.abspath(os.path.expanduser(store or default_store()))
     ctx = CheckContext(store_path=store_path, integration_user=integration_user,
                        platform_url=platform_url or os.environ.get(PLATFORM_URL_ENV) or None)

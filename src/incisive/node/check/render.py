@@ -71,10 +71,14 @@ def _md_cell(text: str | None) -> str:
     return (text or "").replace("|", "\\|").replace("\n", " ")
 
 
-def write_document(report: Report, path: Path) -> Path:
-    suffix = path.suffix.lower().lstrip(".")
-    fmt = {"htm": "html", "html": "html", "md": "md", "markdown": "md"}.get(suffix)
+def report_format(path: Path) -> str:
+    """``html`` or ``md`` from the file name; :class:`InputError` for anything else."""
+    fmt = {"htm": "html", "html": "html", "md": "md", "markdown": "md"}.get(path.suffix.lower().lstrip("."))
     if fmt is None:
         raise InputError(f"--report must end in .html or .md, not {path.name!r}")
-    path.write_text(render_document(report, fmt), encoding="utf-8")
+    return fmt
+
+
+def write_document(report: Report, path: Path) -> Path:
+    path.write_text(render_document(report, report_format(path)), encoding="utf-8")
     return path
