@@ -46,6 +46,16 @@ class NodeSettings(BaseSettings):
         description="Modalities whose pixels often hold burned-in text; such instances go to quarantine",
     )
 
+    ae_title: str = Field(default="INCISIVE", min_length=1, max_length=16, description="Our DICOM AE title")
+    listen_host: str = Field(default="127.0.0.1", description="Address the DICOM and HTTP services bind to")
+    dicom_port: int = Field(default=11112, ge=0, le=65535, description="DICOM (DIMSE) port; 0 = any free port")
+    http_port: int = Field(default=8042, ge=0, le=65535, description="HTTP API / DICOMweb port; 0 = any free port")
+    allowed_aes: list[str] = Field(
+        default_factory=list,
+        description="Calling AE titles allowed to associate (C-ECHO/C-STORE/C-FIND); others are rejected",
+    )
+    max_pdu_bytes: int = Field(default=1 << 20, ge=4096, le=1 << 26, description="Largest DIMSE PDU accepted")
+
     @field_validator("node_id")
     @classmethod
     def _slug(cls, value: str) -> str:

@@ -230,3 +230,10 @@ def migrate(home: HomeOpt = None) -> None:
 
 
 app.command("check")(check)
+
+
+from incisive.node.api.tokens import token_app  # noqa: E402
+from incisive.node.serve import serve  # noqa: E402
+
+app.command("serve")(serve)
+app.add_typer(token_app, name="token")

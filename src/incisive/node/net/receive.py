@@ -1,0 +1,111 @@
+"""Receiving instances over the network (C-STORE, STOW-RS): de-identify, store durably, report per instance.
+
+One :class:`Receiver` per association or STOW request. It opens an import run on the first instance, sends
+every instance through the folder-import path (:func:`process_bytes` then :func:`record_outcomes`), and
+returns only after the object is fsynced and its catalogue row committed — the caller acknowledges after.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+from sqlalchemy.exc import IntegrityError as SAIntegrityError
+from sqlalchemy.exc import OperationalError
+
+from incisive.common.errors import CatalogueUnavailable
+from incisive.common.logging import get_logger
+from incisive.node.catalogue.models import ImportRun
+from incisive.node.catalogue.writer import now
+from incisive.node.home import Node
+from incisive.node.ingest.dicom_file import FileOutcome, init_worker, process_bytes
+from incisive.node.ingest.dicom_import import OUTCOMES, Recorded, record_outcomes, worker_config
+
+log = get_logger("net.receive")
+_init_lock = threading.Lock()
+_initialised: set[int] = set()
+
+
+def ensure_deid(node: Node) -> None:
+    """Build the de-identifier for this process once (same key and options as folder import)."""
+    with _init_lock:
+        if id(node) not in _initialised:
+            init_worker(worker_config(node))
+            _initialised.add(id(node))
+
+
+@dataclass
+class Received:
+    result: str  # imported | duplicate | conflict | quarantined | rejected | error
+    reason: str = ""
+    sop_uid: str = ""  # the de-identified SOP Instance UID (empty when rejected)
+
+    @property
+    def ok(self) -> bool:
+        return self.result in ("imported", "duplicate", "quarantined")
+
+
+class Receiver:
+    def __init__(self, node: Node, source: str) -> None:
+        self.node = node
+        self.source = source  # e.g. "dimse:<calling AE>" or "stow"; only its keyed digest is stored
+        self.run_id: int | None = None
+        self.counts: Counter[str] = Counter()
+        self._n = 0
+        ensure_deid(node)
+
+    def _run(self) -> int:
+        if self.run_id is None:
+            digest = self.node.pseudonymiser.digest("import-source", self.source)
+            with self.node.catalogue.session() as s:
+                run = ImportRun(kind="dicom", source_digest=digest, started_at=now(), counts={})
+                s.add(run)
+                s.flush()
+                self.run_id = run.id
+        return self.run_id
+
+    def deidentify(self, raw: bytes) -> FileOutcome:
+        if len(raw) > self.node.settings.max_file_bytes:
+            return FileOutcome("rejected", f"instance larger than the {self.node.settings.max_file_bytes} byte limit")
+        return process_bytes(raw)
+
+    def record(self, outcome: FileOutcome) -> Received:
+        """Store one de-identified instance; retried when a concurrent writer created the same study/series."""
+        return self.record_many([outcome])[0]
+
+    def record_many(self, outcomes: list[FileOutcome]) -> list[Received]:
+        labels = []
+        for _ in outcomes:
+            self._n += 1
+            labels.append(f"{self.source}#{self._n}")
+        results: list[Recorded] | None = None
+        for attempt in range(5):
+            try:
+                results = record_outcomes(self.node, self._run(), list(zip(labels, outcomes, strict=True)))
+                break
+            except SAIntegrityError:  # another association inserted the same patient/study/series first
+                time.sleep(0.01 * (attempt + 1))
+            except (OperationalError, CatalogueUnavailable, OSError) as exc:
+                log.error("storing received instances failed: %s", type(exc).__name__)
+                return [Received("error", "storage unavailable; retry later") for _ in outcomes]
+        if results is None:
+            return [Received("error", "concurrent update conflict; retry later") for _ in outcomes]
+        out = []
+        for outcome, r in zip(outcomes, results, strict=True):
+            self.counts[r.result] += 1
+            out.append(Received(r.result, r.reason, str(outcome.facts.get("sop_uid", ""))))
+        return out
+
+    def finish(self) -> None:
+        if self.run_id is None:
+            return
+        try:
+            with self.node.catalogue.session() as s:
+                run = s.get_one(ImportRun, self.run_id)
+                run.finished_at = now()
+                run.counts = {k: self.counts.get(k, 0) for k in OUTCOMES}
+        except Exception as exc:  # bookkeeping only; the instances are already durable
+            log.warning("could not close import run %s: %s", self.run_id, type(exc).__name__)
+        log.info("receive run %s finished: %s", self.run_id, dict(self.counts))

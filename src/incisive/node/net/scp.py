@@ -1,0 +1,201 @@
+"""DICOM SCP (pynetdicom): C-ECHO, C-STORE into the de-identifying ingest path, C-FIND over the catalogue.
+
+* Calling AEs must be on the node's allow-list (``allowed_aes``); others are rejected and logged (AE title
+  and peer address only — no PHI). An empty list rejects everyone.
+* Every accepted socket gets ``TCP_NODELAY`` (see BENCHMARKS.md: without it loopback DIMSE pays ~40 ms per
+  message to Nagle + delayed ACK).
+* A PDU longer than the negotiated maximum (plus slack) closes the association before it is read into memory.
+* C-STORE is answered only after the de-identified object is fsynced and its catalogue row committed.
+"""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    JPEG2000,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
+    RLELossless,
+)
+from pynetdicom import AE, AllStoragePresentationContexts, evt
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelFind,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from incisive.common.logging import get_logger
+from incisive.node.home import Node
+from incisive.node.net import find
+from incisive.node.net.receive import Receiver
+
+log = get_logger("net.scp")
+
+STORAGE_SYNTAXES = [
+    ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian,
+    JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLossless, JPEGLosslessSV1, JPEGLSLossless, JPEGLSNearLossless,
+    JPEG2000Lossless, JPEG2000, RLELossless,
+]
+QUERY_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
+# C-STORE statuses (PS3.4 B.2.3)
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+WARNING_COERCION = 0xB000
+
+
+def _safe_ae(text: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_ ." else "?" for ch in str(text)[:16]).strip()
+
+
+def _status(code: int, comment: str = "") -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    if comment:
+        ds.ErrorComment = comment[:64]
+    return ds
+
+
+class DicomServer:
+    """The node's DIMSE service; ``start()`` returns the bound port (``port=0`` picks a free one)."""
+
+    def __init__(self, node: Node, host: str | None = None, port: int | None = None,
+                 ae_title: str | None = None, allowed_aes: list[str] | None = None) -> None:
+        s = node.settings
+        self.node = node
+        self.host = host if host is not None else s.listen_host
+        self.port = port if port is not None else s.dicom_port
+        self.ae_title = ae_title or s.ae_title
+        self.allowed = [a.strip() for a in (allowed_aes if allowed_aes is not None else s.allowed_aes) if a.strip()]
+        self.max_pdu = s.max_pdu_bytes
+        self._server: ThreadedAssociationServer | None = None
+        self._receivers: dict[int, Receiver] = {}
+        self._lock = threading.Lock()
+
+    def _ae(self) -> AE:
+        ae = AE(ae_title=self.ae_title)
+        ae.maximum_pdu_size = self.max_pdu
+        ae.maximum_associations = 32
+        ae.network_timeout = 60
+        ae.acse_timeout = 30
+        ae.dimse_timeout = 60
+        # An empty allow-list must reject everyone; pynetdicom treats [] as "allow all".
+        ae.require_calling_aet = self.allowed or [secrets.token_hex(8)]
+        for cx in AllStoragePresentationContexts:
+            if cx.abstract_syntax is not None:
+                ae.add_supported_context(cx.abstract_syntax, STORAGE_SYNTAXES)
+        ae.add_supported_context(Verification, QUERY_SYNTAXES)
+        ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind, QUERY_SYNTAXES)
+        ae.add_supported_context(PatientRootQueryRetrieveInformationModelFind, QUERY_SYNTAXES)
+        return ae
+
+    def start(self) -> int:
+        ae = self._ae()
+        handlers: list[Any] = [
+            (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_REJECTED, self._on_rejected),
+            (evt.EVT_C_ECHO, lambda event: SUCCESS),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, self._on_find),
+            (evt.EVT_RELEASED, self._on_end),
+            (evt.EVT_ABORTED, self._on_end),
+            (evt.EVT_CONN_CLOSE, self._on_end),
+        ]
+        server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        assert server is not None
+        server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+        self._server = server
+        self.port = int(server.server_address[1])
+        log.info("DICOM SCP listening: ae=%s port=%d allowed_aes=%d", _safe_ae(self.ae_title), self.port,
+                 len(self.allowed))
+        if not self.allowed:
+            log.warning("allowed_aes is empty: every association will be rejected")
+        return self.port
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server = None
+        with self._lock:
+            receivers, self._receivers = list(self._receivers.values()), {}
+        for r in receivers:
+            r.finish()
+
+    # -- handlers ------------------------------------------------------------------------------------------
+    def _on_open(self, event: Any) -> None:
+        sock: Any = event.assoc.dul.socket
+        raw: socket.socket | None = getattr(sock, "socket", None)
+        if raw is not None:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        limit = max(self.max_pdu, 65536) + 1024
+        original = sock.recv
+
+        def guarded_recv(nr_bytes: int) -> Any:
+            if nr_bytes > limit:  # the DUL asks for a whole PDU body at once: refuse before buffering it
+                log.warning("association closed: PDU of %d bytes exceeds the %d byte limit", nr_bytes, limit)
+                raise OSError("PDU exceeds the maximum length")
+            return original(nr_bytes)
+
+        sock.recv = guarded_recv
+
+    def _on_rejected(self, event: Any) -> None:
+        log.warning("association rejected: calling AE '%s' from %s is not in allowed_aes",
+                    _safe_ae(event.assoc.requestor.ae_title), event.assoc.requestor.address)
+
+    def _receiver(self, event: Any) -> Receiver:
+        key = id(event.assoc)
+        with self._lock:
+            r = self._receivers.get(key)
+            if r is None:
+                r = self._receivers[key] = Receiver(self.node, f"dimse:{_safe_ae(event.assoc.requestor.ae_title)}")
+            return r
+
+    def _on_end(self, event: Any) -> None:
+        with self._lock:
+            r = self._receivers.pop(id(event.assoc), None)
+        if r is not None:
+            r.finish()
+
+    def _on_store(self, event: Any) -> Dataset:
+        receiver = self._receiver(event)
+        try:
+            buf = DicomBytesIO()
+            buf.write(b"\x00" * 128 + b"DICM")
+            write_file_meta_info(buf, event.file_meta, enforce_standard=True)
+            buf.write(event.request.DataSet.getvalue())
+            outcome = receiver.deidentify(buf.getvalue())
+        except Exception as exc:  # malformed command or meta: refuse the instance, keep the association
+            log.warning("C-STORE refused: %s", type(exc).__name__)
+            return _status(CANNOT_UNDERSTAND, "cannot decode the data set")
+        result = receiver.record(outcome)
+        if result.result == "rejected":
+            log.info("C-STORE rejected: %s", result.reason)
+            return _status(CANNOT_UNDERSTAND, result.reason)
+        if result.result == "error":
+            return _status(OUT_OF_RESOURCES, result.reason)
+        if result.result == "conflict":
+            return _status(WARNING_COERCION, "already stored with other content; kept the first")
+        return _status(SUCCESS)
+
+    def _on_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
+        model = "PATIENT" if event.request.AffectedSOPClassUID == PatientRootQueryRetrieveInformationModelFind \
+            else "STUDY"
+        yield from find.run_find(self.node, model, event.identifier, lambda: bool(event.is_cancelled))
