@@ -137,6 +137,9 @@ class Deidentifier:
             if group & 1:
                 private.append(tag)
                 continue
+            if not tag & 0xFFFF:  # group length: retired, and wrong once attributes are removed
+                del ds[tag]
+                continue
             action = action_for(tag)
             vr = _vr_of(ds, tag)
             if vr == "SQ":

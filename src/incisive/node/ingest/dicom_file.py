@@ -21,6 +21,7 @@ from pydicom.uid import UID
 
 from incisive.common.crypto import Pseudonymiser, sha256_hex
 from incisive.node.deid import Deidentifier, DeidRejected, SafePrivate, quarantine_reason
+from incisive.node.deid.serialise import serialise
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 UNDEFINED_LENGTH = 0xFFFFFFFF
@@ -84,15 +85,13 @@ def process_bytes(raw: bytes) -> FileOutcome:
                 return FileOutcome("rejected", problem)
             reason = quarantine_reason(ds, config.quarantine_modalities)
             deid.apply(ds)
-            out = io.BytesIO()
-            ds.save_as(out, enforce_file_format=True)
+            data = serialise(ds, raw)
     except DeidRejected as exc:
         return FileOutcome("rejected", f"cannot de-identify: {exc}")
     except InvalidDicomError:
         return FileOutcome("rejected", "not a DICOM file")
     except Exception as exc:  # pydicom raises many types on malformed input; never let one abort a run
         return FileOutcome("rejected", f"malformed DICOM ({type(exc).__name__})")
-    data = out.getvalue()
     return FileOutcome("quarantine" if reason else "stored", reason or "", data, sha256_hex(data), facts(ds))
 
 
