@@ -10,6 +10,7 @@ from incisive import __version__
 from incisive.common.errors import IncisiveError
 from incisive.common.output import err_console
 from incisive.demo.cli import demo_data
+from incisive.node.backup.cli import app as backup_app
 from incisive.node.cli import app as node_app
 
 app = typer.Typer(
@@ -19,6 +20,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(node_app, name="node")
+app.add_typer(backup_app, name="backup")
 app.command("demo-data")(demo_data)
 
 

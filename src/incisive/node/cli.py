@@ -237,3 +237,8 @@ from incisive.node.serve import serve  # noqa: E402
 
 app.command("serve")(serve)
 app.add_typer(token_app, name="token")
+
+
+from incisive.node.backup.node_status import status  # noqa: E402
+
+app.command("status")(status)
