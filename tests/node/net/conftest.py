@@ -12,6 +12,7 @@ import pytest
 
 from incisive.node.home import Node
 from incisive.node.net.scp import DicomServer
+from tests.node.api.conftest import Api, _api
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 CALLERS = ["STORESCU", "ECHOSCU", "FINDSCU", "PYTEST", "ORTHANC"]
@@ -41,3 +42,9 @@ def sqlite_scp(sqlite_node: Node) -> Iterator[DicomServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def api(node: Node) -> Iterator[Api]:
+    """The node's DICOM and HTTP services together (see tests/node/api/conftest.py)."""
+    yield from _api(node)
