@@ -90,6 +90,7 @@ class Deidentifier:
     def __init__(self, pseudonymiser: Pseudonymiser, safe_private: tuple[SafePrivate, ...] = ()) -> None:
         self.p = pseudonymiser
         self.safe_private = {(s.creator, s.group, s.element) for s in safe_private}
+        self._method_codes = [_code(value, meaning) for value, meaning in METHOD_CODES]  # built once, shared
 
     def patient_pseudonym(self, ds: Dataset) -> str:
         """HMAC of PatientID (issuer ignored: clinical systems rarely carry it, and linkage must match)."""
@@ -114,7 +115,7 @@ class Deidentifier:
         ds.PatientIdentityRemoved = "YES"
         ds.LongitudinalTemporalInformationModified = "MODIFIED"
         ds.DeidentificationMethod = METHOD_TEXT
-        ds.DeidentificationMethodCodeSequence = Sequence([_code(value, meaning) for value, meaning in METHOD_CODES])
+        ds.DeidentificationMethodCodeSequence = Sequence(self._method_codes)
         ds.file_meta = self._file_meta(ds)
         return pseudonym
 

@@ -11,22 +11,88 @@ element by element on pydicom's vendor files and the synthetic cohort.
 from __future__ import annotations
 
 import io
+import struct
+from collections.abc import Callable, MutableSequence
 
 from pydicom import dcmwrite
-from pydicom.dataelem import RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import UID
-from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32, PersonName
 
 UNDEFINED = 0xFFFFFFFF
 _DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _LONG_HEADER = {str(vr) for vr in EXPLICIT_VR_LENGTH_32}
 
 
+_TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UR", "UT"}
+_NUMBER_FORMATS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+_ITEM = b"\xfe\xff\x00\xe0"
+
+
 class _Fallback(Exception):
     pass
+
+
+def _header(tag: int, vr: str, length: int, implicit: bool) -> bytes:
+    if implicit:
+        return struct.pack("<HHI", tag >> 16, tag & 0xFFFF, length)
+    if vr in _LONG_HEADER:
+        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr.encode(), 0, length)
+    if length > 0xFFFF:
+        raise _Fallback
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr.encode(), length)
+
+
+def _text(value: object, vr: str) -> bytes:
+    if value is None or value == "":
+        return b""
+    values = list(value) if isinstance(value, MutableSequence) else [value]
+    values = [str(v) if isinstance(v, PersonName) else v for v in values]
+    if not all(type(v) is str or isinstance(v, UID) for v in values):
+        raise _Fallback  # numbers-as-strings (DS/IS) keep pydicom's formatting rules
+    text = "\\".join(values)
+    if not text.isascii():
+        raise _Fallback  # let pydicom apply the dataset's character set
+    data = text.encode("ascii")
+    if len(data) % 2:
+        data += b"\x00" if vr == "UI" else b" "
+    return data
+
+
+def _encode(elem: DataElement, implicit: bool, write: Callable[[bytes], object]) -> None:
+    """Explicit/implicit VR little endian encoding of the element kinds de-identification produces."""
+    vr, tag = str(elem.VR), int(elem.tag)
+    if vr == "SQ":
+        body = bytearray()
+        for item in elem.value:
+            content = bytearray()
+            for item_tag in sorted(item._dict):
+                _element(item, item_tag, implicit, content.extend)
+            body += _ITEM + struct.pack("<I", len(content)) + content
+        write(_header(tag, vr, len(body), implicit) + body)
+        return
+    if vr in _TEXT_VRS:
+        data = _text(elem.value, vr)
+    elif vr in _NUMBER_FORMATS:
+        value = elem.value
+        values = list(value) if isinstance(value, MutableSequence) else ([] if value is None else [value])
+        data = struct.pack("<" + _NUMBER_FORMATS[vr] * len(values), *values)
+    else:
+        raise _Fallback
+    write(_header(tag, vr, len(data), implicit) + data)
+
+
+def _element(ds: Dataset, tag: int, implicit: bool, write: Callable[[bytes], object]) -> None:
+    elem = ds._dict[tag]  # type: ignore[index]
+    if isinstance(elem, RawDataElement):
+        if elem.value is None or elem.length == UNDEFINED or elem.VR is None or elem.is_implicit_VR != implicit:
+            raise _Fallback
+        write(_header(tag, str(elem.VR), len(elem.value), implicit) + elem.value)
+    else:
+        _encode(elem, implicit, write)
 
 
 def _span(elem: RawDataElement, implicit: bool, size: int) -> tuple[int, int]:
@@ -75,6 +141,12 @@ def _splice(ds: Dataset, source: bytes) -> bytes:
             if elem.length == UNDEFINED and source[end - 8:end] != _DELIMITER:
                 raise _Fallback
             fp.write(source[start:end])
-        else:
+            continue
+        buffer = bytearray()
+        try:
+            _encode(elem, implicit, buffer.extend)
+        except _Fallback:  # anything our encoder does not do: pydicom encodes this element
             write_data_element(fp, elem, encodings)
+        else:
+            fp.write(buffer)
     return fp.getvalue()
