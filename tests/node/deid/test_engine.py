@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import pydicom
@@ -8,7 +9,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from incisive.common.crypto import Pseudonymiser, generate_key
-from incisive.node.deid import DeidRejected, Deidentifier, SafePrivate, quarantine_reason, shift_date
+from incisive.node.deid import Deidentifier, DeidRejected, SafePrivate, quarantine_reason, shift_date
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 
@@ -69,7 +70,7 @@ def test_uids_remapped_consistently_and_references_survive(deid: Deidentifier, c
     assert len({str(ds.SeriesInstanceUID) for ds in series}) == 1
     new = [str(ds.SOPInstanceUID) for ds in series]
     assert all(u.startswith("2.25.") for u in new) and not set(new) & set(originals)
-    for previous, ds in zip(series, series[1:], strict=False):
+    for previous, ds in itertools.pairwise(series):
         ref = ds.SourceImageSequence[0].ReferencedSOPInstanceUID
         assert ref == previous.SOPInstanceUID  # reference in a nested sequence points at the remapped UID
     assert series[0].StudyInstanceUID == deid.p.uid(study.pop())

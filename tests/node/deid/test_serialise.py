@@ -10,7 +10,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from incisive.common.crypto import Pseudonymiser
-from incisive.node.deid import DeidRejected, Deidentifier
+from incisive.node.deid import Deidentifier, DeidRejected
 from incisive.node.deid.serialise import serialise
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"

@@ -1,6 +1,12 @@
 from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as e11
 
-from incisive.node.deid.table import ACTIONS, CLEAN_DESCRIPTORS, MASKED_ACTIONS, RETAIN_PATIENT_CHARACTERISTICS, action_for
+from incisive.node.deid.table import (
+    ACTIONS,
+    CLEAN_DESCRIPTORS,
+    MASKED_ACTIONS,
+    RETAIN_PATIENT_CHARACTERISTICS,
+    action_for,
+)
 
 
 def test_every_attribute_of_table_e11_has_an_action() -> None:

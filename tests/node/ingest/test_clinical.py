@@ -29,7 +29,7 @@ def test_pseudonyms_match_dicom_import(node: Node, cohort: Path) -> None:
     assert len(linked) >= len(imaging) - 2  # a few synthetic patients have no clinical row
     record = records[0]
     assert record.cancer_type in {"breast", "lung", "prostate", "colorectal"}
-    assert record.age_band and "-" in record.age_band or record.age_band == "90+"
+    assert (record.age_band and "-" in record.age_band) or record.age_band == "90+"
     assert set(record.labels) == {"lesion"}
     assert "patient_name" not in record.fields and "patient_id" not in record.fields
     assert record.fields["diagnosis_date"] != "2021-05-04"  # dates are shifted

@@ -50,10 +50,14 @@ def _text(value: object, vr: str) -> bytes:
     if value is None or value == "":
         return b""
     values = list(value) if isinstance(value, MutableSequence) else [value]
-    values = [str(v) if isinstance(v, PersonName) else v for v in values]
-    if not all(type(v) is str or isinstance(v, UID) for v in values):
-        raise _Fallback  # numbers-as-strings (DS/IS) keep pydicom's formatting rules
-    text = "\\".join(values)
+    texts: list[str] = []
+    for v in values:
+        if isinstance(v, PersonName):
+            v = str(v)
+        if not (type(v) is str or isinstance(v, UID)):
+            raise _Fallback  # numbers-as-strings (DS/IS) keep pydicom's formatting rules
+        texts.append(v)
+    text = "\\".join(texts)
     if not text.isascii():
         raise _Fallback  # let pydicom apply the dataset's character set
     data = text.encode("ascii")
@@ -101,10 +105,7 @@ def _span(elem: RawDataElement, implicit: bool, size: int) -> tuple[int, int]:
         raise _Fallback
     header = 8 if implicit or str(elem.VR) not in _LONG_HEADER else 12
     start = elem.value_tell - header
-    if elem.length == UNDEFINED:
-        end = elem.value_tell + len(elem.value) + 8
-    else:
-        end = elem.value_tell + elem.length
+    end = elem.value_tell + (len(elem.value) + 8 if elem.length == UNDEFINED else elem.length)
     if start < 0 or end > size or len(elem.value) != (elem.length if elem.length != UNDEFINED else len(elem.value)):
         raise _Fallback
     return start, end

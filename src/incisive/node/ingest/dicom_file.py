@@ -101,9 +101,10 @@ def process_bytes(raw: bytes) -> FileOutcome:
 def truncation(ds: Dataset) -> str | None:
     """pydicom reads a cut-off file without complaint; catch short values and image IODs without pixels."""
     for elem in ds._dict.values():
-        if isinstance(elem, RawDataElement) and elem.value is not None and elem.length != UNDEFINED_LENGTH:
-            if len(elem.value) != elem.length:
-                return "truncated file (an element is shorter than its declared length)"
+        if not isinstance(elem, RawDataElement) or elem.value is None or elem.length == UNDEFINED_LENGTH:
+            continue
+        if len(elem.value) != elem.length:
+            return "truncated file (an element is shorter than its declared length)"
     if not any(tag in ds._dict for tag in PIXEL_TAGS) and "Image Storage" in UID(str(ds.get("SOPClassUID", ""))).name:
         return "image instance without pixel data (truncated or stripped file)"
     return None
