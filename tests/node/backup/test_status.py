@@ -55,3 +55,19 @@ def test_degraded_array_warns(sqlite_node: Node, monkeypatch: pytest.MonkeyPatch
     assert "RAID array md0 is degraded (failed: sdb1)" in _status(sqlite_node.home)["warnings"]
     text = CliRunner().invoke(app, ["node", "status", "--home", str(sqlite_node.home)])
     assert "warning:" in text.stdout and "md0 degraded" in text.stdout
+
+
+def test_readiness_check_sees_verified_backup(sqlite_node: Node, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from incisive.node.check.profiles import last_verified_backup_age
+
+    monkeypatch.delenv("INCISIVE_NODE", raising=False)
+    assert last_verified_backup_age() is None
+    assert last_verified_backup_age(str(sqlite_node.home)) is None
+    target = dir_target(tmp_path)
+    config.add_target(sqlite_node.home, target.name, target.location)
+    ops.run(sqlite_node, target)
+    ops.verify(target, sqlite_node.settings.node_id, home=sqlite_node.home)
+    monkeypatch.setenv("INCISIVE_NODE", str(sqlite_node.home))
+    age = last_verified_backup_age()
+    assert age is not None and age < timedelta(hours=1)

@@ -8,7 +8,9 @@ one ``syncfs`` of the target before the manifest is written, instead of one fsyn
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import errno
 import os
 import shutil
 import time
@@ -63,18 +65,55 @@ def _syncfs(path: Path) -> None:
 
 
 class _Copier:
-    def __init__(self, pool: ObjectStore) -> None:
-        self.pool = pool
-        self.made: set[Path] = set()
+    """Copies objects into the pool: in-kernel ``copy_file_range``, renamed into place (no per-file fsync)."""
 
-    def copy(self, src: Path, digest: str) -> None:
-        dst = self.pool.path(digest)
-        if dst.parent not in self.made:
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            self.made.add(dst.parent)
-        tmp = self.pool.tmp / f"{digest}.{os.getpid()}.part"
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+    def __init__(self, pool: ObjectStore) -> None:
+        self.objects = str(pool.objects)
+        self.tmp = str(pool.tmp)
+        self.pid = os.getpid()
+        self.kernel_copy = True
+
+    def make_dirs(self, digests: list[str], workers: int) -> None:
+        """Create the shard folders the copies need, first level then second (spread over threads)."""
+        for level in ({d[:2] for d in digests}, {f"{d[:2]}/{d[2:4]}" for d in digests}):
+            paths = [f"{self.objects}/{rel}" for rel in sorted(level)]
+            if workers > 1 and len(paths) > 64:
+                with ThreadPoolExecutor(workers) as ex:
+                    list(ex.map(_mkdir, paths, chunksize=64))
+            else:
+                for path in paths:
+                    _mkdir(path)
+
+    def copy(self, src: Path, digest: str, size: int) -> None:
+        tmp = f"{self.tmp}/{digest}.{self.pid}.part"
+        if self.kernel_copy:
+            try:
+                self._copy_range(str(src), tmp)
+            except OSError as exc:  # EXDEV / EOPNOTSUPP / EINVAL on some network or FUSE mounts
+                if exc.errno not in (errno.EXDEV, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+                self.kernel_copy = False
+        if not self.kernel_copy:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, f"{self.objects}/{digest[:2]}/{digest[2:4]}/{digest}")
+
+    @staticmethod
+    def _copy_range(src: str, dst: str) -> None:
+        fin = os.open(src, os.O_RDONLY)
+        try:
+            fout = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                while os.copy_file_range(fin, fout, 1 << 30) > 0:
+                    pass
+            finally:
+                os.close(fout)
+        finally:
+            os.close(fin)
+
+
+def _mkdir(path: str) -> None:
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path)
 
 
 def _pause_hook() -> tuple[int, Path] | None:
@@ -160,11 +199,12 @@ def _copy_all(pool: ObjectStore, todo: list[tuple[Path, str, int]], total_bytes:
     hook = _pause_hook()
     if progress:
         progress(0, len(todo), 0, total_bytes)
+    copier.make_dirs([digest for _, digest, _ in todo], workers)
     if hook is not None or workers <= 1:
         for src, digest, size in todo:
             if hook is not None and done == hook[0]:
                 _wait_for_resume(hook[1])
-            copier.copy(src, digest)
+            copier.copy(src, digest, size)
             done, done_bytes = done + 1, done_bytes + size
             if progress and (done % 32 == 0 or done == len(todo)):
                 progress(done, len(todo), done_bytes, total_bytes)
@@ -172,7 +212,7 @@ def _copy_all(pool: ObjectStore, todo: list[tuple[Path, str, int]], total_bytes:
     with ThreadPoolExecutor(max_workers=workers) as pool_exec:
         for start in range(0, len(todo), _BATCH):
             batch = todo[start:start + _BATCH]
-            list(pool_exec.map(lambda item: copier.copy(item[0], item[1]), batch))
+            list(pool_exec.map(lambda item: copier.copy(*item), batch))
             done += len(batch)
             done_bytes += sum(s for _, _, s in batch)
             if progress:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from incisive.common.output import console, err_console, print_json
-from incisive.node.check.profiles import DEFAULT_PROFILE, PROFILES, CheckContext, get_profile
+from incisive.node.check.profiles import DEFAULT_PROFILE, PROFILES, CheckContext, get_profile, last_verified_backup_age
 from incisive.node.check.render import print_report, report_format, write_document
 from incisive.node.check.runner import run_check
 from incisive.node.check.system import LiveSystem
@@ -47,7 +47,8 @@ def check(
         report_format(report)  # a bad file name fails before the check runs
     store_path = os.path.abspath(os.path.expanduser(store or default_store()))
     ctx = CheckContext(store_path=store_path, integration_user=integration_user,
-                       platform_url=platform_url or os.environ.get(PLATFORM_URL_ENV) or None)
+                       platform_url=platform_url or os.environ.get(PLATFORM_URL_ENV) or None,
+                       backup_age=lambda: last_verified_backup_age(store_path))
     result = run_check(LiveSystem(), chosen, ctx, only)
     if report is not None:
         write_document(result, report)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from pathlib import Path
 
 from incisive.common.errors import InputError
 from incisive.node.check.model import Verdict
@@ -87,12 +89,13 @@ def get_profile(name: str) -> Profile:
         raise InputError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}") from None
 
 
-def last_verified_backup_age() -> timedelta | None:
-    """Age of the newest *verified* backup, or None while the backup feature is not configured.
+def last_verified_backup_age(home: str | None = None) -> timedelta | None:
+    """Age of the newest *verified* backup of the node at ``home`` (default ``$INCISIVE_NODE``), or None when
+    there is no node or no verified backup yet (the readiness row then says ``unknown``)."""
+    from incisive.node.backup.health import last_verified_backup_age as node_backup_age
 
-    The backup feature (``incisive backup``) plugs in here; until then the readiness row says ``unknown``.
-    """
-    return None
+    home = home or os.environ.get("INCISIVE_NODE")
+    return node_backup_age(Path(home)) if home else None
 
 
 @dataclass(frozen=True)
