@@ -12,6 +12,9 @@ from incisive.common.output import err_console
 from incisive.demo.cli import demo_data
 from incisive.node.backup.cli import app as backup_app
 from incisive.node.cli import app as node_app
+from incisive.platform.audit_cli import app as audit_app
+from incisive.platform.cli import app as platform_app
+from incisive.platform.client_cli import app as query_app
 
 app = typer.Typer(
     name="incisive",
@@ -21,6 +24,9 @@ app = typer.Typer(
 )
 app.add_typer(node_app, name="node")
 app.add_typer(backup_app, name="backup")
+app.add_typer(platform_app, name="platform")
+app.add_typer(query_app, name="query")
+app.add_typer(audit_app, name="audit")
 app.command("demo-data")(demo_data)
 
 

@@ -1,0 +1,118 @@
+"""The platform's FastAPI application: users/RBAC, nodes, agent link, federated queries, audit; OpenAPI at
+``/openapi.json`` and docs at ``/docs``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from incisive import __version__
+from incisive.common.errors import CatalogueUnavailable
+from incisive.common.logging import get_logger
+from incisive.platform.db import PlatformDb
+from incisive.platform.errors import PlatformError
+from incisive.platform.hub import Hub
+from incisive.platform.routes import agent, audit, nodes, queries, users
+from incisive.platform.settings import PlatformSettings
+
+log = get_logger("platform")
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse request bodies over ``max_bytes`` with 413 (by Content-Length, or while streaming)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            await self._reject(scope, receive, send)
+            return
+        seen = 0
+        started = False
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return message
+
+        async def tracking(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited, tracking)
+        except _TooLarge:
+            if not started:
+                await self._reject(scope, receive, send)
+
+    async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
+        response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
+        await response(scope, receive, send)
+
+
+def create_app(settings: PlatformSettings, db: PlatformDb | None = None) -> FastAPI:
+    database = db or PlatformDb(settings.effective_db_url)
+    hub = Hub()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        hub.bind()
+        yield
+
+    app = FastAPI(title="incisive platform", version=__version__, lifespan=lifespan,
+                  description="Registry, RBAC, node agent link, federated queries with disclosure control, audit.")
+    app.state.settings, app.state.db, app.state.hub = settings, database, hub
+    for module in (users, nodes, queries, audit, agent):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+
+    @app.get("/api/v1/health", tags=["health"])
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "version": __version__}
+
+    @app.exception_handler(PlatformError)
+    async def platform_error(_request: Request, exc: PlatformError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(ValidationError)
+    async def invalid_body(_request: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse({"detail": "invalid request body"}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        fields = sorted({".".join(str(p) for p in e.get("loc", ())[:3]) for e in exc.errors()})[:10]
+        return JSONResponse({"detail": "invalid request", "fields": fields}, status_code=422)
+
+    @app.exception_handler(CatalogueUnavailable)
+    async def unavailable(_request: Request, exc: CatalogueUnavailable) -> JSONResponse:
+        log.error("platform database unavailable")
+        return JSONResponse({"detail": "database unavailable; retry later"}, status_code=503)
+
+    return app
+
+
+def openapi(settings: PlatformSettings) -> dict[str, Any]:
+    return create_app(settings).openapi()

@@ -1,0 +1,106 @@
+"""``incisive query …``: a researcher's federated queries over HTTP (token from ``--token`` or $INCISIVE_TOKEN)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+from incisive.common.errors import IncisiveError, InputError
+from incisive.common.output import console, print_json, table
+
+app = typer.Typer(help="Federated queries across nodes (as a researcher).", no_args_is_help=True)
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="INCISIVE_PLATFORM_URL", help="Platform URL")]
+TokenOpt = Annotated[str, typer.Option("--token", envvar="INCISIVE_TOKEN", help="Your API token",
+                                       show_default=False)]
+
+
+class RemoteError(IncisiveError):
+    exit_code = 2
+
+
+def call(url: str, token: str, path: str, body: dict[str, Any], timeout_s: float = 120.0) -> Any:
+    if not token:
+        raise InputError("give --token or set INCISIVE_TOKEN")
+    try:
+        response = httpx.post(url.rstrip("/") + path, json=body, timeout=timeout_s,
+                              headers={"Authorization": f"Bearer {token}"})
+    except httpx.HTTPError as exc:
+        raise RemoteError(f"cannot reach the platform: {type(exc).__name__}") from None
+    if response.status_code >= 300:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text[:200]
+        raise RemoteError(f"platform answered {response.status_code}: {detail}")
+    return response.json()
+
+
+def _list(text: str | None) -> list[str] | None:
+    items = [t.strip() for t in (text or "").split(",") if t.strip()]
+    return items or None
+
+
+def _where(items: list[str]) -> dict[str, str] | None:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise InputError("--where takes FIELD=VALUE")
+        out[name.strip()] = value.strip()
+    return out or None
+
+
+@app.command()
+def count(
+    by: Annotated[str, typer.Option(help="Comma-separated: modality, body_part, cancer_type, sex, age_band, "
+                                         "label, label.NAME")],
+    nodes: Annotated[str | None, typer.Option(help="Comma-separated node ids (default: all)")] = None,
+    where: Annotated[list[str], typer.Option(help="Filter FIELD=VALUE (repeatable)")] = [],  # noqa: B006
+    unit: Annotated[str, typer.Option(help="patients, studies or series")] = "patients",
+    epsilon: Annotated[float | None, typer.Option(help="Add Laplace noise with this ε (spends budget)")] = None,
+    project: Annotated[str | None, typer.Option(help="Project the query belongs to (node policies may ask)")] = None,
+    url: UrlOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = "",
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Counts across nodes; cells below a node's k show as '<k' and are never revealed."""
+    body = {"by": _list(by) or [], "nodes": _list(nodes), "where": _where(where), "unit": unit,
+            "epsilon": epsilon, "project": project}
+    data = call(url, token, "/api/v1/queries/count", body)
+    if json_out:
+        print_json(data)
+        return
+    k = data["k"]
+    rows = [(*c["key"], f"<{k}" if c["count"] is None else (str(c["count"]) + ("" if c["complete"] else "+")))
+            for c in data["cells"]]
+    console.print(table(f"Count of {data['unit']} (k={k})", [*data["by"], "count"], rows))
+    if data.get("total") is not None:
+        console.print(f"total: {data['total']}")
+    console.print("nodes: " + ", ".join(f"{n} {s}" for n, s in data["nodes"].items()))
+    if any(not c["complete"] for c in data["cells"]):
+        console.print(f"'+': at least one node had fewer than {k} there and did not reveal its part")
+    if data.get("dp"):
+        console.print(f"Laplace noise ε={data['dp']['epsilon']}; budget left {data['dp']['budget_left']}")
+
+
+@app.command()
+def summary(
+    metric: Annotated[str, typer.Argument(help="slice_thickness, pixel_spacing, rows, columns, "
+                                               "instances_per_series, series_per_study, studies_per_patient")],
+    nodes: Annotated[str | None, typer.Option(help="Comma-separated node ids (default: all)")] = None,
+    project: Annotated[str | None, typer.Option(help="Project the query belongs to")] = None,
+    url: UrlOpt = "http://127.0.0.1:8000",
+    token: TokenOpt = "",
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+) -> None:
+    """Pooled n, mean and SD of a numeric metric across nodes."""
+    data = call(url, token, "/api/v1/queries/summary", {"metric": metric, "nodes": _list(nodes),
+                                                        "project": project})
+    if json_out:
+        print_json(data)
+        return
+    console.print(table(f"{metric} (k={data['k']})", ["n", "mean", "sd"], [(data["n"], data["mean"], data["sd"])]))
+    console.print("nodes: " + ", ".join(f"{n} {s}" for n, s in data["nodes"].items()))

@@ -1,0 +1,34 @@
+"""Service errors with an HTTP status; the message is returned to the client as is (never PHI, never secrets)."""
+
+from __future__ import annotations
+
+from incisive.common.errors import IncisiveError
+
+
+class PlatformError(IncisiveError):
+    status_code = 400
+    exit_code = 2
+
+
+class BadRequest(PlatformError):
+    status_code = 422
+
+
+class Unauthorized(PlatformError):
+    status_code = 401
+
+
+class Forbidden(PlatformError):
+    status_code = 403
+
+
+class NotFound(PlatformError):
+    status_code = 404
+
+
+class Conflict(PlatformError):
+    status_code = 409
+
+
+class Gone(PlatformError):
+    status_code = 410

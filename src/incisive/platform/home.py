@@ -1,0 +1,43 @@
+"""A platform directory: ``platform.toml`` (settings, no secrets), ``platform.db`` (SQLite default), ``logs/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from incisive.common.errors import ConfigError
+from incisive.platform.db import PlatformDb
+from incisive.platform.settings import PLATFORM_CONFIG, PlatformSettings
+
+
+@dataclass
+class Platform:
+    settings: PlatformSettings
+
+    @property
+    def home(self) -> Path:
+        return self.settings.home
+
+    @cached_property
+    def db(self) -> PlatformDb:
+        return PlatformDb(self.settings.effective_db_url)
+
+    @classmethod
+    def open(cls, home: Path, check_schema: bool = True) -> Platform:
+        platform = cls(PlatformSettings.load(home))
+        if check_schema:
+            platform.db.check_current()
+        return platform
+
+    @classmethod
+    def init(cls, home: Path, db_url: str = "") -> Platform:
+        home = home.expanduser().resolve()
+        if (home / PLATFORM_CONFIG).exists():
+            raise ConfigError(f"{home} is already an incisive platform")
+        settings = PlatformSettings(home=home, db_url=db_url)
+        platform = cls(settings)
+        home.mkdir(parents=True, exist_ok=True)
+        platform.db.migrate()
+        (home / PLATFORM_CONFIG).write_text(settings.to_toml())
+        return platform

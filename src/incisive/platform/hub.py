@@ -1,0 +1,57 @@
+"""Wake-ups between request handlers: a job was queued for a node, a result arrived for a query.
+
+Handlers run in the worker thread pool, waiters on the event loop, so ``notify_*`` is thread-safe. Waiters always
+re-check the database, so a lost wake-up only costs one wait interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+
+class Hub:
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._events: dict[str, asyncio.Event] = {}
+
+    def bind(self) -> None:
+        self.loop = asyncio.get_running_loop()
+
+    def event(self, name: str) -> asyncio.Event:
+        ev = self._events.get(name)
+        if ev is None:
+            ev = self._events[name] = asyncio.Event()
+        return ev
+
+    def notify(self, name: str) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self.event(name).set()
+        else:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(lambda: self.event(name).set())
+
+    async def wait(self, event: asyncio.Event, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(event.wait(), timeout=max(0.0, timeout))
+        except TimeoutError:
+            return False
+        return True
+
+    def forget(self, name: str) -> None:
+        self._events.pop(name, None)
+
+
+def node_key(node_id: str) -> str:
+    return f"node:{node_id}"
+
+
+def query_key(query_id: str) -> str:
+    return f"query:{query_id}"

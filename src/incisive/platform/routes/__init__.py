@@ -1,0 +1,1 @@
+"""HTTP routes: thin translations to :mod:`incisive.platform.services`."""

@@ -1,0 +1,96 @@
+"""Federated queries (researchers): counts and numeric summaries across nodes."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from incisive.common.federated import MAX_FILTER_VALUE, MAX_GROUP_FIELDS
+from incisive.platform.errors import Unauthorized
+from incisive.platform.hub import node_key, query_key
+from incisive.platform.models import User
+from incisive.platform.routes.deps import Db, HubDep, Principal, Settings, require
+from incisive.platform.services import queries
+
+router = APIRouter(prefix="/api/v1/queries", tags=["queries"])
+NodeId = Annotated[str, Field(min_length=1, max_length=63)]
+FieldName = Annotated[str, Field(min_length=1, max_length=40)]
+
+
+class Common(BaseModel):
+    nodes: list[NodeId] | None = Field(default=None, max_length=1000)
+    project: str | None = Field(default=None, max_length=64)
+    timeout_s: float | None = Field(default=None, gt=0, le=600)
+
+
+class CountRequest(Common):
+    by: list[FieldName] = Field(min_length=1, max_length=MAX_GROUP_FIELDS)
+    where: dict[FieldName, Annotated[str, Field(max_length=MAX_FILTER_VALUE)]] | None = Field(default=None,
+                                                                                            max_length=8)
+    unit: Literal["patients", "studies", "series"] = "patients"
+    epsilon: float | None = Field(default=None, gt=0, le=10)
+
+
+class SummaryRequest(Common):
+    metric: str = Field(min_length=1, max_length=40)
+
+
+async def _run(kind: str, params: dict[str, Any], timeout_s: float | None, principal: Principal, db: Any,
+               settings: Any, hub: Any) -> dict[str, Any]:
+    def start() -> queries.Started:
+        with db.session() as s:
+            user = s.get(User, principal.user_id)
+            if user is None:
+                raise Unauthorized("user no longer exists")
+            return queries.start(s, user, kind, params, settings)
+
+    started = await run_in_threadpool(start)
+    for node_id in started.waiting:
+        hub.notify(node_key(node_id))
+    loop = asyncio.get_running_loop()
+    limit = min(timeout_s or settings.query_timeout_s, settings.query_timeout_s)
+    deadline = loop.time() + limit
+    event = hub.event(query_key(started.query_id))
+
+    def answered() -> set[str]:
+        with db.session() as s:
+            return queries.answered(s, started.query_id)
+
+    try:
+        while started.waiting:
+            event.clear()
+            if set(started.waiting) <= await run_in_threadpool(answered):
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            await hub.wait(event, min(remaining, 0.5))
+    finally:
+        hub.forget(query_key(started.query_id))
+
+    def finish() -> dict[str, Any]:
+        with db.session() as s:
+            user = s.get(User, principal.user_id)
+            assert user is not None
+            return queries.finish(s, started, user)
+    return await run_in_threadpool(finish)
+
+
+@router.post("/count")
+async def count(body: CountRequest, db: Db, settings: Settings, hub: HubDep,
+                principal: Annotated[Principal, Depends(require("queries:run"))]) -> dict[str, Any]:
+    """Counts by the given fields on every (or the named) node, cells below k suppressed at the node."""
+    params = body.model_dump(exclude={"timeout_s"})
+    return await _run("count", params, body.timeout_s, principal, db, settings, hub)
+
+
+@router.post("/summary")
+async def summary(body: SummaryRequest, db: Db, settings: Settings, hub: HubDep,
+                  principal: Annotated[Principal, Depends(require("queries:run"))]) -> dict[str, Any]:
+    """Pooled n, mean and SD of a numeric metric; a node with n below k contributes nothing."""
+    params = body.model_dump(exclude={"timeout_s"})
+    return await _run("summary", params, body.timeout_s, principal, db, settings, hub)

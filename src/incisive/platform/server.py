@@ -1,0 +1,58 @@
+"""Run the platform with uvicorn: in the foreground (``platform serve``) or in a thread (tests, benchmarks)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import uvicorn
+
+from incisive.platform.app import create_app
+from incisive.platform.db import PlatformDb
+from incisive.platform.settings import PlatformSettings
+
+
+def bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def config(settings: PlatformSettings, db: PlatformDb | None = None) -> uvicorn.Config:
+    return uvicorn.Config(create_app(settings, db), log_config=None, access_log=False, timeout_keep_alive=75,
+                          timeout_graceful_shutdown=2)
+
+
+def serve_forever(settings: PlatformSettings, db: PlatformDb | None = None) -> None:
+    sock = bind(settings.host, settings.port)
+    uvicorn.Server(config(settings, db)).run(sockets=[sock])
+
+
+class ThreadedServer:
+    """The platform on ``host``:any free port in a daemon thread; ``url`` once started."""
+
+    def __init__(self, settings: PlatformSettings, db: PlatformDb | None = None) -> None:
+        self.sock = bind(settings.host, settings.port)
+        self.port = int(self.sock.getsockname()[1])
+        self.url = f"http://{settings.host}:{self.port}"
+        self.server = uvicorn.Server(config(settings, db))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
+                                       name="platform-http")
+
+    def start(self, timeout_s: float = 30.0) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("platform server did not start")
+            self.thread.join(0.02)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+        self.sock.close()

@@ -1,0 +1,146 @@
+"""Node registry: one-time invites, enrolment of an Ed25519 public key, signed-request checks, heartbeats."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from incisive.common import signing
+from incisive.platform.errors import BadRequest, Conflict, Forbidden, Gone, NotFound, Unauthorized
+from incisive.platform.models import Invite, Node, SeenNonce
+from incisive.platform.services import audit, aware, new_secret, token_hash, utcnow
+
+NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+NONCE = re.compile(r"[0-9a-f]{16,64}")
+
+
+def create_invite(s: Session, name: str, ttl_s: float, actor: str) -> dict[str, Any]:
+    name = name.strip()
+    if not name or len(name) > 128:
+        raise BadRequest("the node name must be 1-128 characters")
+    token = new_secret("invite")
+    now = utcnow()
+    invite = Invite(token_hash=token_hash(token), name=name, created_by=actor, created_at=now,
+                    expires_at=now + timedelta(seconds=ttl_s))
+    s.add(invite)
+    audit.append(s, actor, "node.invite", target=name, details={"ttl_s": ttl_s})
+    return {"name": name, "token": token, "expires_at": invite.expires_at.isoformat()}
+
+
+def enrol(s: Session, token: str, node_id: str, provider: str, public_key: str) -> dict[str, Any]:
+    """Spend an invite: register the node's public key. Each refusal is audited without the token."""
+    invite = s.scalar(select(Invite).where(Invite.token_hash == token_hash(token)).with_for_update())
+    if invite is None:
+        raise Unauthorized("unknown invite token")
+    if invite.used_at is not None:
+        raise Gone("invite token already used")
+    if (aware(invite.expires_at) or utcnow()) <= utcnow():
+        raise Gone("invite token expired")
+    if not NODE_ID.fullmatch(node_id):
+        raise BadRequest("node_id must be lower-case letters, digits and '-' (max 63)")
+    try:
+        signing.load_public_key(public_key)
+    except ValueError:
+        raise BadRequest("public_key is not a base64 Ed25519 public key") from None
+    if s.scalar(select(Node.id).where(Node.node_id == node_id)) is not None:
+        raise Conflict("a node with that id is already enrolled")
+    now = utcnow()
+    invite.used_at, invite.node_id = now, node_id
+    s.add(Node(node_id=node_id, name=invite.name, provider=provider[:128] or None, public_key=public_key,
+               enrolled_at=now, health={}))
+    audit.append(s, f"node:{node_id}", "node.enrol", target=invite.name, node=node_id)
+    return {"node_id": node_id, "name": invite.name}
+
+
+def authenticate_request(s: Session, headers: dict[str, str], method: str, path: str, body: bytes,
+                         window_s: float) -> Node:
+    """Check a signed agent request; raise Unauthorized (audited by the caller) when anything is off."""
+    node_id = headers.get(signing.NODE_HEADER.lower(), "")
+    timestamp = headers.get(signing.TIMESTAMP_HEADER.lower(), "")
+    nonce = headers.get(signing.NONCE_HEADER.lower(), "")
+    signature = headers.get(signing.SIGNATURE_HEADER.lower(), "")
+    if not (node_id and timestamp and nonce and signature):
+        raise Unauthorized("missing signature headers")
+    if not NONCE.fullmatch(nonce) or not timestamp.isdigit():
+        raise Unauthorized("malformed signature headers")
+    node = s.scalar(select(Node).where(Node.node_id == node_id))
+    if node is None:
+        raise Unauthorized("unknown node")
+    if node.revoked_at is not None:
+        raise Forbidden("node revoked")
+    now = utcnow()
+    if abs(now.timestamp() - int(timestamp)) > window_s:
+        raise Unauthorized("request timestamp outside the accepted window")
+    if not signing.verify(node.public_key, signature, method, path, body, timestamp, nonce, node_id):
+        raise Unauthorized("bad signature")
+    try:
+        with s.begin_nested():
+            s.add(SeenNonce(node_id=node_id, nonce=nonce, seen_at=now))
+    except IntegrityError:
+        raise Unauthorized("replayed request (nonce already used)") from None
+    node.last_seen = now
+    return node
+
+
+def prune_nonces(s: Session, window_s: float) -> int:
+    cutoff = utcnow() - timedelta(seconds=2 * window_s)
+    result = s.execute(delete(SeenNonce).where(SeenNonce.seen_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def heartbeat(s: Session, node: Node, payload: dict[str, Any]) -> None:
+    node.last_heartbeat = utcnow()
+    version = payload.get("version")
+    node.version = str(version)[:32] if version is not None else None
+    node.health = {k: payload.get(k) for k in ("disk_free_bytes", "backup_age_days", "readiness", "data", "policy")}
+
+
+def revoke(s: Session, node_id: str, actor: str) -> None:
+    node = s.scalar(select(Node).where(Node.node_id == node_id))
+    if node is None:
+        raise NotFound("no such node")
+    if node.revoked_at is None:
+        node.revoked_at = utcnow()
+    audit.append(s, actor, "node.revoke", target=node.name, node=node_id)
+
+
+def status(node: Node, offline_s: float, now: datetime | None = None) -> str:
+    if node.revoked_at is not None:
+        return "revoked"
+    seen = aware(node.last_seen)
+    if seen is None:
+        return "never-seen"
+    return "online" if ((now or utcnow()) - seen).total_seconds() <= offline_s else "offline"
+
+
+def node_dict(node: Node, offline_s: float) -> dict[str, Any]:
+    beat = aware(node.last_heartbeat)
+    return {"node_id": node.node_id, "name": node.name, "provider": node.provider,
+            "status": status(node, offline_s), "last_heartbeat": beat.isoformat() if beat else None,
+            "version": node.version, "enrolled_at": aware(node.enrolled_at).isoformat(),  # type: ignore[union-attr]
+            **{k: (node.health or {}).get(k) for k in ("disk_free_bytes", "backup_age_days", "readiness", "data",
+                                                       "policy")}}
+
+
+def list_nodes(s: Session, offline_s: float) -> list[dict[str, Any]]:
+    return [node_dict(n, offline_s) for n in s.scalars(select(Node).order_by(Node.node_id))]
+
+
+def active_nodes(s: Session) -> list[Node]:
+    return list(s.scalars(select(Node).where(Node.revoked_at.is_(None)).order_by(Node.node_id)))
+
+
+def authenticate_known(s: Session, node_id: str) -> Node:
+    """The node of an already verified request, re-checked for revocation."""
+    node = s.scalar(select(Node).where(Node.node_id == node_id))
+    if node is None:
+        raise Unauthorized("unknown node")
+    if node.revoked_at is not None:
+        raise Forbidden("node revoked")
+    node.last_seen = utcnow()
+    return node

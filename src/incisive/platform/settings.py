@@ -1,0 +1,89 @@
+"""Platform settings: one pydantic-settings model, read from ``<platform>/platform.toml`` and
+``INCISIVE_PLATFORM_*`` environment variables (environment wins). No secrets live here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from incisive.common.errors import ConfigError
+from incisive.common.settings import _toml_value
+
+PLATFORM_CONFIG = "platform.toml"
+PLATFORM_HOME_ENV = "INCISIVE_PLATFORM"
+
+
+class PlatformSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INCISIVE_PLATFORM_", extra="ignore")
+    _toml_path: ClassVar[Path | None] = None
+
+    home: Path = Field(description="Platform directory")
+    db_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite platform.db in the directory")
+    host: str = Field(default="127.0.0.1", description="Address `platform serve` binds to")
+    port: int = Field(default=8000, ge=0, le=65535, description="HTTP port; 0 = any free port")
+    invite_ttl_s: int = Field(default=24 * 3600, gt=0, description="Lifetime of a node invite token")
+    signature_window_s: int = Field(default=120, ge=5, le=3600, description="Accepted clock skew of agent requests")
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Larger request bodies are refused (413)")
+    long_poll_s: float = Field(default=20.0, gt=0, le=120, description="Longest wait of an agent's job poll")
+    redeliver_s: float = Field(default=30.0, gt=0, description="Offer an unanswered job again after this long")
+    query_timeout_s: float = Field(default=15.0, gt=0, le=600, description="A query waits this long for nodes")
+    node_offline_s: float = Field(default=90.0, gt=0, description="No contact for this long = node offline")
+    min_cell_count: int = Field(default=5, ge=1, description="Platform-wide minimum k (nodes may demand more)")
+    default_dp_budget: float = Field(default=10.0, ge=0, description="Privacy budget (sum of epsilon) per researcher")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
+        return tuple(sources)
+
+    @property
+    def effective_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.home / 'platform.db'}"
+
+    @classmethod
+    def load(cls, home: Path, **overrides: Any) -> PlatformSettings:
+        home = home.expanduser().resolve()
+        path = home / PLATFORM_CONFIG
+        if not path.is_file():
+            raise ConfigError(f"{home} is not an incisive platform (no {PLATFORM_CONFIG}); "
+                              "run 'incisive platform init'")
+        cls._toml_path = path
+        try:
+            return cls(home=home, **overrides)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"invalid settings in {path}: {problems}") from None
+        finally:
+            cls._toml_path = None
+
+    def to_toml(self) -> str:
+        lines = ["# incisive platform configuration; INCISIVE_PLATFORM_<NAME> environment variables override it"]
+        for name, value in self.model_dump(exclude={"home"}).items():
+            text = repr(value) if isinstance(value, float) else _toml_value(value)
+            lines.append(f"{name} = {text}")
+        return "\n".join(lines) + "\n"
+
+
+def resolve_platform_home(home: Path | None) -> Path:
+    if home is not None:
+        return home
+    env = os.environ.get(PLATFORM_HOME_ENV)
+    return Path(env) if env else Path.cwd()
