@@ -242,3 +242,10 @@ app.add_typer(token_app, name="token")
 from incisive.node.backup.node_status import status  # noqa: E402
 
 app.command("status")(status)
+
+
+from incisive.node.agent_cli import agent, enrol, policy_app  # noqa: E402
+
+app.command("enrol")(enrol)
+app.command("agent")(agent)
+app.add_typer(policy_app, name="policy")

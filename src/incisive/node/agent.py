@@ -1,0 +1,195 @@
+"""``incisive node agent``: the node's outbound-only link to the platform.
+
+* long-polls ``GET /agent/v1/jobs`` (the platform holds the request until a job is there or the wait ends);
+* runs each job **at most once** (its id is recorded durably in ``agent/state.db`` before it runs) after checking
+  the node's own policy, and delivers the result **at least once** (kept and re-sent until acknowledged);
+* sends heartbeats (software version, free disk, last verified backup age, readiness summary, data summary);
+* reconnects with exponential backoff and full jitter when the platform is unreachable or restarting; stops
+  when the platform says this node is revoked (401/403).
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import threading
+import time
+from typing import Any
+
+from incisive import __version__
+from incisive.common import signing
+from incisive.common.errors import IncisiveError
+from incisive.common.logging import get_logger
+from incisive.node import federated
+from incisive.node.agent_link import AGENT_DIR, AgentSettings, LinkError, SignedClient, agent_key_path
+from incisive.node.agent_state import AgentState
+from incisive.node.audit_log import NodeAudit
+from incisive.node.catalogue import queries
+from incisive.node.home import Node
+from incisive.node.policy import load_policy
+
+log = get_logger("agent")
+
+
+class AgentRevoked(IncisiveError):
+    exit_code = 5
+
+
+def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Full jitter: uniform in [0, min(cap, base·2^(failures-1))]."""
+    ceiling = min(cap, base * (2 ** max(0, failures - 1)))
+    return (rng or random).uniform(0, ceiling)
+
+
+def run_job(node: Node, job: dict[str, Any]) -> dict[str, Any]:
+    """Policy first, then the computation; the result dict is what goes back to the platform."""
+    payload = job.get("payload") or {}
+    job_type = str(job.get("type", ""))
+    policy = load_policy(node.home)
+    reason = policy.decide(job_type, str(payload.get("requester", "")), payload.get("project"))
+    if reason is not None:
+        return {"status": "refused", "error": reason}
+    k = policy.effective_k(int(payload.get("k") or 0))
+    try:
+        with node.catalogue.session() as s:
+            if job_type == "count":
+                result = federated.count(s, list(payload.get("by") or []), payload.get("where"),
+                                         str(payload.get("unit", "patients")), k)
+            else:
+                result = federated.summary(s, str(payload.get("metric", "")), k)
+    except ValueError as exc:
+        return {"status": "error", "error": str(exc)[:300]}
+    except Exception as exc:  # never ship a traceback (it could quote data); the type is enough
+        log.exception("job %s failed", job.get("id"))
+        return {"status": "error", "error": f"job failed on the node ({type(exc).__name__})"}
+    return {"status": "ok", "result": result}
+
+
+class Agent:
+    def __init__(self, node: Node, settings: AgentSettings | None = None) -> None:
+        self.node = node
+        self.settings = settings or AgentSettings.load(node.home)
+        self.client = SignedClient(self.settings, signing.read_private_key(agent_key_path(node)),
+                                   timeout_s=self.settings.poll_wait_s + 15)
+        self.state = AgentState(node.home / AGENT_DIR / "state.db")
+        self.audit = NodeAudit(node.home)
+        self.stop_event = threading.Event()
+        self._readiness: dict[str, Any] | None = None
+        self._readiness_at = 0.0
+
+    # -- health -----------------------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        payload: dict[str, Any] = {"version": __version__,
+                                   "disk_free_bytes": shutil.disk_usage(self.node.home).free}
+        try:
+            from incisive.node.backup.health import backup_health
+            payload["backup_age_days"] = backup_health(self.node.home).get("verified_age_days")
+        except Exception:
+            payload["backup_age_days"] = None
+        try:
+            with self.node.catalogue.session() as s:
+                stats = queries.stats(s)
+            payload["data"] = {k: v for k, v in stats.items() if k != "by_modality"}
+            payload["data"]["modalities"] = sorted(m["modality"] for m in stats["by_modality"])
+        except IncisiveError:
+            payload["data"] = None
+        policy = load_policy(self.node.home)
+        payload["policy"] = {"participate": policy.participate, "min_cell_count": policy.min_cell_count,
+                             "job_types": policy.job_types}
+        payload["readiness"] = self._readiness_summary()
+        return payload
+
+    def _readiness_summary(self) -> dict[str, Any] | None:
+        interval = self.settings.readiness_interval_s
+        if interval and (self._readiness is None or time.monotonic() - self._readiness_at > interval):
+            self._readiness_at = time.monotonic()
+            try:
+                from incisive.node.check.profiles import DEFAULT_PROFILE, CheckContext, get_profile
+                from incisive.node.check.runner import run_check
+                from incisive.node.check.system import LiveSystem
+                ctx = CheckContext(store_path=str(self.node.home), platform_url=self.settings.platform_url)
+                report = run_check(LiveSystem(), get_profile(DEFAULT_PROFILE), ctx)
+                self._readiness = {"profile": report.profile, **report.counts(), "exit_code": report.exit_code,
+                                   "generated_at": report.generated_at}
+            except Exception:
+                log.exception("readiness check failed")
+        return self._readiness
+
+    def heartbeat(self) -> None:
+        self.client.request("POST", "/agent/v1/heartbeat", self.health(), timeout_s=30)
+
+    def _heartbeats(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                self.heartbeat()
+            except LinkError as exc:
+                if exc.status in (401, 403):
+                    log.error("heartbeat refused: node revoked or unknown")
+                    self.stop_event.set()
+                    return
+            except Exception:
+                log.exception("heartbeat failed")
+            self.stop_event.wait(self.settings.heartbeat_s)
+
+    # -- jobs -------------------------------------------------------------------------------------------------
+    def handle(self, job: dict[str, Any]) -> None:
+        job_id = str(job["id"])
+        payload = job.get("payload") or {}
+        if self.state.begin(job_id, str(job.get("type")), time.time()):
+            result = run_job(self.node, job)
+            self.state.finish(job_id, result)
+            self.audit.append(f"researcher:{payload.get('requester', '')}", f"job.{job.get('type')}",
+                              target=job_id, node=self.settings.node_id, outcome=result["status"],
+                              details={"by": payload.get("by"), "metric": payload.get("metric"),
+                                       "project": payload.get("project")})
+        elif self.state.state(job_id) == "running":  # a crash while it ran: never run it a second time
+            self.state.finish(job_id, {"status": "error", "error": "interrupted on the node; not run again"})
+
+    def deliver(self) -> None:
+        for job_id, result in self.state.undelivered():
+            try:
+                self.client.request("POST", f"/agent/v1/jobs/{job_id}/result", result, timeout_s=30)
+            except LinkError as exc:
+                if exc.status in (404, 409, 410):  # the platform no longer wants it
+                    self.state.ack(job_id)
+                    continue
+                raise
+            self.state.ack(job_id)
+
+    def poll_once(self) -> int:
+        self.deliver()
+        wait = self.settings.poll_wait_s
+        data = self.client.request("GET", f"/agent/v1/jobs?wait={wait:g}", timeout_s=wait + 15)
+        jobs = (data or {}).get("jobs", [])
+        for job in jobs:
+            self.handle(job)
+        self.deliver()
+        return len(jobs)
+
+    def run(self) -> None:
+        """Run until :meth:`stop`; raises AgentRevoked when the platform refuses this node."""
+        beats = threading.Thread(target=self._heartbeats, name="agent-heartbeat", daemon=True)
+        beats.start()
+        failures = 0
+        try:
+            while not self.stop_event.is_set():
+                try:
+                    self.poll_once()
+                    failures = 0
+                except LinkError as exc:
+                    if exc.status in (401, 403):
+                        self.audit.append("platform", "agent.refused", node=self.settings.node_id,
+                                          outcome=str(exc.status))
+                        raise AgentRevoked("the platform refused this node (revoked or unknown)") from None
+                    failures += 1
+                    delay = backoff_delay(failures, self.settings.backoff_base_s, self.settings.backoff_max_s)
+                    log.warning("platform link down (%s); retry in %.1f s", exc, delay)
+                    self.stop_event.wait(delay)
+        finally:
+            self.stop_event.set()
+            beats.join(5)
+            self.client.close()
+            self.state.close()
+
+    def stop(self) -> None:
+        self.stop_event.set()

@@ -1,0 +1,91 @@
+"""What this node shares: ``<node>/policy.toml``, enforced by the node itself on every job.
+
+* ``participate``: take part in federated jobs at all (false = every job is refused);
+* ``job_types``: accepted job types (``count``, ``summary``);
+* ``researchers`` / ``projects``: allowed requesters and projects (empty = any);
+* ``min_cell_count``: k; aggregate cells below k are suppressed here, before anything leaves the node. A job may
+  ask for a larger k, never a smaller one: the platform cannot override the node's policy.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from incisive.common.errors import ConfigError, InputError
+from incisive.common.federated import JOB_TYPES
+from incisive.common.settings import _toml_value
+
+POLICY_FILE = "policy.toml"
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    participate: bool = True
+    job_types: list[str] = Field(default_factory=lambda: list(JOB_TYPES))
+    researchers: list[str] = Field(default_factory=list)
+    projects: list[str] = Field(default_factory=list)
+    min_cell_count: int = Field(default=5, ge=1, le=1000)
+
+    @field_validator("job_types")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(JOB_TYPES))
+        if unknown:
+            raise ValueError(f"unknown job type(s) {', '.join(unknown)}; known: {', '.join(JOB_TYPES)}")
+        return value
+
+    def decide(self, job_type: str, requester: str, project: str | None) -> str | None:
+        """None when the job is allowed, else the reason it is refused."""
+        if not self.participate:
+            return "node does not participate in federated jobs"
+        if job_type not in self.job_types:
+            return f"job type {job_type!r} not accepted by this node"
+        if self.researchers and requester not in self.researchers:
+            return "requester not allowed by this node's policy"
+        if self.projects and (project or "") not in self.projects:
+            return "project not allowed by this node's policy"
+        return None
+
+    def effective_k(self, requested: int | None) -> int:
+        return max(self.min_cell_count, requested or 0)
+
+    def to_toml(self) -> str:
+        lines = ["# what this node shares; enforced by the node (incisive node policy set)"]
+        lines += [f"{name} = {_toml_value(value)}" for name, value in self.model_dump().items()]
+        return "\n".join(lines) + "\n"
+
+
+def load_policy(home: Path) -> Policy:
+    path = home / POLICY_FILE
+    if not path.exists():
+        return Policy()
+    try:
+        return Policy.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise ConfigError(f"invalid node policy in {path}: {str(exc).splitlines()[0]}") from None
+
+
+def save_policy(home: Path, policy: Policy) -> None:
+    path = home / POLICY_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(policy.to_toml(), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def update_policy(home: Path, **changes: Any) -> Policy:
+    """Apply the given (non-None) changes and save; InputError on an invalid value."""
+    current = load_policy(home).model_dump()
+    current.update({k: v for k, v in changes.items() if v is not None})
+    try:
+        policy = Policy.model_validate(current)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise InputError(f"invalid policy: {problems}") from None
+    save_policy(home, policy)
+    return policy
