@@ -1,0 +1,219 @@
+"""Platform + three node agents as separate processes on localhost, over real HTTP.
+
+Each node has its own catalogue and a different synthetic cohort. A researcher's federated count must equal the
+sum of the per-node truths over the cells where a node has at least k, suppressed cells must never be revealed
+(nor derivable from a margin or the total), and after the platform is killed and restarted the agents reconnect
+and the next query succeeds. A node that dies mid-run is reported missing within the query timeout.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from incisive.demo.synth import CohortSpec, generate_cohort
+from incisive.node import federated
+from incisive.node.agent_link import enrol
+from incisive.node.home import Node
+from incisive.node.ingest.clinical import import_clinical
+from incisive.node.ingest.dicom_import import import_dicom
+from incisive.platform.home import Platform
+from incisive.platform.services import users
+from tests.platform.conftest import invite
+
+pytestmark = pytest.mark.slow
+K = 5
+AGENT_ENV = {"INCISIVE_AGENT_HEARTBEAT_S": "0.5", "INCISIVE_AGENT_POLL_WAIT_S": "2",
+             "INCISIVE_AGENT_BACKOFF_BASE_S": "0.1", "INCISIVE_AGENT_BACKOFF_MAX_S": "0.5",
+             "INCISIVE_AGENT_READINESS_INTERVAL_S": "0"}
+PLATFORM_ENV = {"INCISIVE_PLATFORM_QUERY_TIMEOUT_S": "20", "INCISIVE_PLATFORM_LONG_POLL_S": "2",
+                "INCISIVE_PLATFORM_REDELIVER_S": "2", "INCISIVE_PLATFORM_NODE_OFFLINE_S": "60"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except httpx.HTTPError:
+            value = None
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@dataclass
+class Cluster:
+    platform: Platform
+    url: str
+    port: int
+    token: str
+    nodes: list[Node]
+    logs: Path
+    server: subprocess.Popen[bytes] | None = None
+    agents: dict[str, subprocess.Popen[bytes]] | None = None
+
+    def start_platform(self) -> None:
+        env = {**os.environ, **PLATFORM_ENV}
+        log = (self.logs / "platform.log").open("ab")
+        self.server = subprocess.Popen([sys.executable, "-m", "incisive", "platform", "serve", "--home",
+                                        str(self.platform.home), "--port", str(self.port)],
+                                       stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_until(lambda: httpx.get(self.url + "/api/v1/health", timeout=2).status_code == 200, 60, "platform")
+
+    def kill_platform(self) -> None:
+        assert self.server is not None
+        self.server.send_signal(signal.SIGKILL)
+        self.server.wait(10)
+
+    def start_agents(self) -> None:
+        self.agents = {}
+        for node in self.nodes:
+            log = (self.logs / f"agent-{node.settings.node_id}.log").open("ab")
+            self.agents[node.settings.node_id] = subprocess.Popen(
+                [sys.executable, "-m", "incisive", "node", "agent", "--home", str(node.home)],
+                stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **AGENT_ENV})
+
+    def count(self, by: list[str], **extra: Any) -> dict[str, Any]:
+        r = httpx.post(self.url + "/api/v1/queries/count", json={"by": by, **extra},
+                       headers={"Authorization": f"Bearer {self.token}"}, timeout=60)
+        assert r.status_code == 200, r.text
+        data: dict[str, Any] = r.json()
+        return data
+
+    def online(self) -> bool:
+        rows = httpx.get(self.url + "/api/v1/nodes", headers={"Authorization": f"Bearer {self.token}"},
+                         timeout=5).json()
+        return len(rows) == len(self.nodes) and all(r["last_heartbeat"] and r["status"] == "online" for r in rows)
+
+    def stop(self) -> None:
+        for proc in [*(self.agents or {}).values(), self.server]:
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in [*(self.agents or {}).values(), self.server]:
+            if proc is not None:
+                try:
+                    proc.wait(15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("federation")
+    nodes = []
+    for i, (patients, seed) in enumerate([(14, 101), (18, 202), (22, 303)]):
+        cohort = root / f"cohort{i}"
+        generate_cohort(cohort, CohortSpec(patients=patients, seed=seed, size=16, ct_slices=1, mr_slices=1))
+        node = Node.init(root / f"node{i}", provider=f"Hospital {'ABC'[i]}")
+        import_dicom(node, cohort / "dicom", workers=1)
+        import_clinical(node, cohort / "clinical.csv", drop=["patient_name"])
+        nodes.append(node)
+    platform = Platform.init(root / "platform")
+    with platform.db.session() as s:
+        token = users.add_user(s, "rita", "researcher", 5.0, "test")[1]
+    port = free_port()
+    c = Cluster(platform, f"http://127.0.0.1:{port}", port, token, nodes, root)
+    try:
+        c.start_platform()
+        for node in nodes:
+            enrol(node, c.url, invite(platform, node.settings.provider))
+        c.start_agents()
+        wait_until(c.online, 60, "three agents online")
+        yield c
+    finally:
+        c.stop()
+        for node in nodes:
+            node.catalogue.dispose()
+        platform.db.dispose()
+
+
+def truths(nodes: list[Node], by: list[str]) -> list[dict[tuple[str, ...], int]]:
+    out = []
+    for node in nodes:
+        with node.catalogue.session() as s:
+            result = federated.count(s, by, None, "patients", 1)
+        out.append({tuple(c["key"]): c["count"] for c in result["cells"]})
+    return out
+
+
+def check_disclosure(result: dict[str, Any], per_node: list[dict[tuple[str, ...], int]], by: list[str]) -> None:
+    assert set(result["nodes"].values()) == {"ok"}
+    cells = {tuple(c["key"]): c for c in result["cells"]}
+    keys = set().union(*per_node)
+    assert set(cells) == keys
+    some_suppressed = False
+    for key in keys:
+        parts = [t.get(key, 0) for t in per_node]
+        published = sum(p for p in parts if p >= K)
+        hidden = [p for p in parts if 0 < p < K]
+        cell = cells[key]
+        if hidden:
+            some_suppressed = True
+            assert cell["complete"] is False and cell["suppressed_nodes"] == len(hidden)
+            assert cell["count"] == (published or None)  # the hidden part is never added in
+        else:
+            assert cell["complete"] is True and cell["count"] == published
+    if some_suppressed:
+        assert result["total"] is None
+        for i, field in enumerate(by):
+            for margin in result["margins"].get(field, []):
+                covering = [key for key in keys if key[i] == margin["value"]]
+                if any(0 < t.get(key, 0) < K for t in per_node for key in covering):
+                    assert margin["count"] is None
+
+
+def test_federated_count_matches_node_truths(cluster: Cluster) -> None:
+    by = ["modality", "cancer_type"]
+    result = cluster.count(by)
+    check_disclosure(result, truths(cluster.nodes, by), by)
+    assert any(c["count"] is not None for c in result["cells"])
+    assert any(not c["complete"] for c in result["cells"])  # the cohorts are small: some cells are suppressed
+
+
+def test_single_field_and_other_fields(cluster: Cluster) -> None:
+    for by in (["sex"], ["age_band"], ["cancer_type"], ["label"], ["body_part", "sex"]):
+        check_disclosure(cluster.count(by), truths(cluster.nodes, by), by)
+
+
+def test_platform_restart_agents_reconnect(cluster: Cluster) -> None:
+    cluster.kill_platform()
+    cluster.start_platform()
+    result = cluster.count(["cancer_type"])  # jobs wait for the agents to come back
+    check_disclosure(result, truths(cluster.nodes, ["cancer_type"]), ["cancer_type"])
+    assert all(proc.poll() is None for proc in (cluster.agents or {}).values())
+
+
+def test_node_gone_mid_run_is_reported_missing(cluster: Cluster) -> None:
+    assert cluster.agents is not None
+    gone = cluster.nodes[0].settings.node_id
+    cluster.agents[gone].send_signal(signal.SIGKILL)
+    cluster.agents[gone].wait(10)
+    started = time.monotonic()
+    result = cluster.count(["sex"], timeout_s=3)
+    assert time.monotonic() - started < 15
+    assert result["nodes"][gone] == "missing"
+    assert [s for n, s in result["nodes"].items() if n != gone] == ["ok", "ok"]
+    per_node = truths(cluster.nodes[1:], ["sex"])
+    for cell in result["cells"]:
+        parts = [t.get(tuple(cell["key"]), 0) for t in per_node]
+        assert cell["count"] == (sum(p for p in parts if p >= K) or None)
