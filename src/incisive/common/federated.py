@@ -32,8 +32,8 @@ def parse_fields(fields: Sequence[str]) -> list[str]:
     for raw in fields:
         name = raw.strip()
         if not is_field(name):
-            shown = name[:40] + ("…" if len(name) > 40 else "")
-            raise ValueError(f"unknown grouping field {shown!r}; allowed: {', '.join(GROUP_FIELDS)}, label.NAME")
+            shown = f" {name!r}" if re.fullmatch(r"[A-Za-z0-9_.]{1,40}", name) else ""  # never echo odd input
+            raise ValueError(f"unknown grouping field{shown}; allowed: {', '.join(GROUP_FIELDS)}, label.NAME")
         if name in out:
             raise ValueError(f"grouping field {name!r} given twice")
         out.append(name)

@@ -25,10 +25,6 @@ from incisive.platform.settings import PlatformSettings
 log = get_logger("platform")
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """Refuse request bodies over ``max_bytes`` with 413 (by Content-Length, or while streaming)."""
 
@@ -45,27 +41,28 @@ class BodyLimit:
             await self._reject(scope, receive, send)
             return
         seen = 0
-        started = False
+        rejected = False
 
         async def limited() -> Message:
-            nonlocal seen
+            nonlocal seen, rejected
             message = await receive()
-            if message["type"] == "http.request":
+            if message["type"] == "http.request" and not rejected:
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise _TooLarge
+                if seen > self.max_bytes:  # streamed without (or beyond) Content-Length: answer now
+                    rejected = True
+                    await self._reject(scope, receive, send)
+                    return {"type": "http.disconnect"}
             return message
 
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
+        async def guarded(message: Message) -> None:
+            if not rejected:
+                await send(message)
 
         try:
-            await self.app(scope, limited, tracking)
-        except _TooLarge:
-            if not started:
-                await self._reject(scope, receive, send)
+            await self.app(scope, limited, guarded)
+        except Exception:
+            if not rejected:
+                raise
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = JSONResponse({"detail": f"request body larger than {self.max_bytes} bytes"}, status_code=413)
