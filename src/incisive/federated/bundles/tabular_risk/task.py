@@ -1,0 +1,44 @@
+"""tabular-risk: logistic regression on clinical features read from the node's catalogue.
+
+Preprocessing is fixed by the bundle (log1p, then the reference mean/std in the manifest), so every node
+transforms its rows identically and no statistic has to leave a node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from incisive.federated.data import Dataset, clinical_rows, split_of
+from incisive.node.home import Node
+
+
+def build_model(manifest: dict[str, Any]) -> nn.Module:
+    return nn.Linear(len(manifest["inputs"]["features"]), 1)
+
+
+def transform(manifest: dict[str, Any], raw: np.ndarray) -> np.ndarray:
+    p = manifest["params"]
+    x = (np.log1p(np.clip(raw, 0, None)) - np.asarray(p["reference_log1p_mean"])) / np.asarray(
+        p["reference_log1p_std"])
+    out: np.ndarray = x.astype(np.float32)
+    return out
+
+
+def load_data(node: Node, manifest: dict[str, Any], split: str) -> Dataset:
+    features: list[str] = manifest["inputs"]["features"]
+    label: str = manifest["inputs"]["label"]
+    test_fraction = float(manifest["params"]["test_fraction"])
+    rows, ys, keys = [], [], []
+    for pseudonym, fields, labels in clinical_rows(node):
+        if labels.get(label) not in (0, 1) or any(not isinstance(fields.get(f), int | float) for f in features):
+            continue
+        if split != "all" and split_of(pseudonym, test_fraction) != split:
+            continue
+        rows.append([float(fields[f]) for f in features])
+        ys.append(int(labels[label]))
+        keys.append(pseudonym)
+    raw = np.asarray(rows, dtype=np.float64).reshape(-1, len(features))
+    return Dataset(transform(manifest, raw), np.asarray(ys, dtype=np.float32), keys)

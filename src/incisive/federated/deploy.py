@@ -1,0 +1,194 @@
+"""Real Flower processes: one ``flower-superlink`` (platform side) and one ``flower-supernode`` per node, which
+dials out to it; jobs are submitted with ``flwr run`` against the SuperLink's control API.
+
+Everything binds 127.0.0.1 on free ports in insecure mode here (tests, demo); a production SuperLink gets TLS
+certificates (``--ssl-*``) and SuperNode authentication. Runtime dependency installation is disabled: the FAB
+only names components of the installed ``incisive`` package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from incisive.common.errors import IncisiveError
+from incisive.federated.jobs import Job
+
+APP_DIR = Path(__file__).parent / "app"
+BIN = Path(sys.executable).parent
+
+
+class FlowerError(IncisiveError):
+    exit_code = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(interval)
+    raise FlowerError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, grace: float = 5.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        try:
+            os.killpg(self.popen.pid, signal.SIGTERM)  # our own process group: the app subprocesses too
+        except ProcessLookupError:
+            return
+        try:
+            self.popen.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+
+
+@dataclass
+class Federation:
+    """A SuperLink and its SuperNodes; use as a context manager so every process is stopped."""
+
+    workdir: Path
+    port: int = 0
+    superlink: Proc | None = None
+    supernodes: dict[str, Proc] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.flwr_home = self.workdir / "flwr-home"
+        self.flwr_home.mkdir(exist_ok=True)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(FLWR_HOME=str(self.flwr_home), FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1",
+                   PYTHONUNBUFFERED="1",
+                   PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+        return env
+
+    def _spawn(self, name: str, args: list[str]) -> Proc:
+        log = self.workdir / f"{name}.log"
+        fh = log.open("ab")
+        popen = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, env=self.env, cwd=self.workdir,
+                                 start_new_session=True)
+        fh.close()
+        return Proc(name, popen, log)
+
+    def start_superlink(self, timeout: float = 60) -> None:
+        self.port = free_port()
+        self.superlink = self._spawn("superlink", [
+            str(BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
+            "--disable-runtime-dependency-installation", "--database", str(self.workdir / "superlink.db")])
+        wait_for(lambda: port_open(self.port) or not self._alive(self.superlink), timeout, "the SuperLink")
+        if not self._alive(self.superlink):
+            raise FlowerError(f"flower-superlink exited; see {self.superlink.log}")
+        (self.flwr_home / "config.toml").write_text(
+            '[superlink]\ndefault = "local"\n\n[superlink.local]\n'
+            f'address = "127.0.0.1:{self.port}"\ninsecure = true\n')
+
+    @staticmethod
+    def _alive(proc: Proc | None) -> bool:
+        return proc is not None and proc.alive()
+
+    def start_supernode(self, name: str, node_dir: Path) -> Proc:
+        """A SuperNode for one node directory; it dials out to the SuperLink (no inbound port at the node)."""
+        if not self.port:
+            raise FlowerError("start the SuperLink first")
+        proc = self._spawn(f"supernode-{name}", [
+            str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}",
+            "--host", "127.0.0.1", "--port", str(free_port()),
+            "--node-config", f'node-dir="{node_dir.resolve()}"'])
+        self.supernodes[name] = proc
+        return proc
+
+    def stop_supernode(self, name: str) -> None:
+        proc = self.supernodes.pop(name, None)
+        if proc:
+            proc.stop(grace=2)
+
+    def submit(self, job: Job, run_config: dict[str, Any]) -> str:
+        """``flwr run`` the incisive app with this job's run config; returns Flower's run id."""
+        app = job.path / "app"
+        if not app.exists():
+            shutil.copytree(APP_DIR, app, ignore=shutil.ignore_patterns("__pycache__"))
+        overrides = job.path / "run-config.toml"
+        overrides.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in run_config.items()))
+        res = subprocess.run([str(BIN / "flwr"), "run", str(app), "local", "--run-config", str(overrides),
+                              "--format", "json"], capture_output=True, env=self.env, timeout=120, check=False)
+        text = res.stdout.decode(errors="replace")
+        start = text.find("{")
+        try:
+            data = json.loads(text[start:]) if start >= 0 else {}
+        except json.JSONDecodeError:
+            data = {}
+        if res.returncode != 0 or not data.get("success"):
+            raise FlowerError(f"flwr run failed: {(res.stderr or res.stdout).decode(errors='replace')[-500:]}")
+        return str(data["run-id"])
+
+    def stop(self) -> None:
+        for name in list(self.supernodes):
+            self.stop_supernode(name)
+        if self.superlink:
+            self.superlink.stop()
+
+    def __enter__(self) -> Federation:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+def wait_job(job: Job, timeout: float, on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Poll the job's server state until the ServerApp reports it finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = job.server_state()
+        if on_progress:
+            on_progress(state)
+        if state.get("finished"):
+            return state
+        time.sleep(0.5)
+    raise FlowerError(f"job {job.id} did not finish within {timeout:.0f}s")
