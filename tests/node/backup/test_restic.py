@@ -55,12 +55,18 @@ def test_restic_backup_verify_restore(sqlite_node: Node, cohort: Path, restic_ta
         node.catalogue.dispose()
 
 
-def test_restic_damage_detected(sqlite_node: Node, restic_target: Target, tmp_path: Path) -> None:
+def test_restic_damage_detected(sqlite_node: Node, cohort: Path, restic_target: Target, tmp_path: Path) -> None:
+    from tests.node.backup.helpers import import_cohort
+
+    import_cohort(sqlite_node, cohort / "dicom")
     ops.run(sqlite_node, restic_target)
-    packs = sorted((tmp_path / "repo" / "data").rglob("*"))
-    next(p for p in packs if p.is_file()).unlink()
+    # flip one byte in the largest pack (object data); a missing tree pack would make restic retry for minutes
+    pack = max((p for p in (tmp_path / "repo" / "data").rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    pack.write_bytes(bytes(data))
     report = ops.verify(restic_target, sqlite_node.settings.node_id, full=True)
-    assert not report.ok and report.problems[0].kind == "repository-damaged"
+    assert not report.ok and [p.kind for p in report.problems] == ["repository-damaged"]
 
 
 def test_restic_needs_a_password(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -157,8 +157,8 @@ def list_(target: TargetArg = None, home: HomeOpt = None, json_out: JsonOpt = Fa
         print_json(rows)
         return
     console.print(table(f"Snapshots on {tgt.name}", ["id", "time", "objects", "size", "verified"],
-                        [(r["id"], r["time"], r["objects"], human_bytes(r["bytes"]), r.get("verified") or "")
-                         for r in rows]))
+                        [(r["id"], r["time"][:19], r["objects"], human_bytes(r["bytes"]),
+                          (r.get("verified") or "")[:19]) for r in rows]))
 
 
 @app.command("verify")

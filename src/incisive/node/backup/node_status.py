@@ -50,7 +50,9 @@ def status(
                   f"(policy: every {backup['policy']['every_days']} days)")
     raid = data["redundancy"]
     arrays = [f"{a['name']} {a['health']}" for a in raid["md"]] + [f"{p['pool']} {p['health']}" for p in raid["zfs"]]
-    console.print("redundancy: " + (", ".join(arrays) if arrays else "no RAID/ZFS detected (all pools healthy "
-                                    "or none)") if raid["redundant"] else "redundancy: no software RAID or ZFS found")
+    if raid["redundant"]:
+        console.print("redundancy: " + (", ".join(arrays) or "all ZFS pools healthy"))
+    else:
+        console.print("redundancy: no software RAID or ZFS pool found")
     for warning in data["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")

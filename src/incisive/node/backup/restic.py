@@ -178,6 +178,7 @@ def verify_restic(target: Target, node_id: str | None, ref: str | None, full: bo
     proc = restic.run("check", *(["--read-data"] if full else []), check=False)
     if proc.returncode != 0:
         report.problems.append(Problem("repository-damaged", target.location, _last_line(proc.stderr or proc.stdout)))
+        return report  # reading snapshots from a damaged repository makes restic retry for minutes
     snaps = [restic.resolve(ref, node_id)] if ref else restic.snapshots(node_id)
     for snap in snaps:
         sid = str(snap["short_id"])
