@@ -54,16 +54,17 @@ class ObjectStore:
         return self.path(digest).is_file()
 
     def put(self, data: bytes) -> tuple[str, bool]:
-        """Store ``data``; returns (sha256 hex, created). Durable when it returns."""
+        """Store ``data``; returns (sha256 hex, created). Durable when it returns.
+
+        Order: write and fsync the temporary file, create the shard directories if needed, rename, then fsync
+        the shard directory and the parents that gained an entry. Every directory whose entries changed is
+        fsynced before returning, and the directory fsyncs come last, so a journaling file system commits
+        the mkdirs and the rename together (one journal commit instead of one per directory).
+        """
         digest = hashlib.sha256(data).hexdigest()
         final = self.path(digest)
         if final.is_file():
             return digest, False
-        shard = final.parent
-        if not shard.is_dir():
-            shard.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(shard.parent)
-            _fsync_dir(shard.parent.parent)
         tmp = self.tmp / f"{digest}.{secrets.token_hex(6)}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
@@ -76,8 +77,20 @@ class ObjectStore:
             tmp.unlink(missing_ok=True)
             raise
         os.close(fd)
-        os.replace(tmp, final)
-        _fsync_dir(shard)
+        shard = final.parent
+        changed = [shard]
+        if not shard.is_dir():
+            changed.append(shard.parent)  # objects/ab gains cd
+            if not shard.parent.is_dir():
+                changed.append(shard.parent.parent)  # objects gains ab
+            shard.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(tmp, final)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        for directory in changed:
+            _fsync_dir(directory)
         return digest, True
 
     def get(self, digest: str) -> bytes:

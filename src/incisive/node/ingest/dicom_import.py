@@ -17,7 +17,7 @@ from typing import Any
 from incisive.common.crypto import read_secret
 from incisive.common.logging import get_logger
 from incisive.node.catalogue.models import ImportIssue, ImportRun
-from incisive.node.catalogue.writer import CatalogueWriter, now
+from incisive.node.catalogue.writer import IngestWriter, now
 from incisive.node.home import Node
 from incisive.node.ingest.dicom_file import FileOutcome, WorkerConfig, init_worker, process_path
 from incisive.node.ingest.walk import Candidate, walk
@@ -75,8 +75,9 @@ def import_dicom(node: Node, root: Path, progress: Callable[[int, int], None] | 
     if progress:
         progress(done, total)
     outcomes = _outcomes([c.path for c in good], worker_config(node), workers or node.settings.workers)
+    writer = IngestWriter()
     for batch in _batched(zip(good, outcomes, strict=True), BATCH):
-        _record_batch(node, report, batch)
+        _record_batch(node, report, batch, writer)
         done += len(batch)
         if progress:
             progress(done, total)
@@ -124,16 +125,19 @@ class Recorded:
 CONFLICT = ("an instance with the same SOPInstanceUID and different content is already stored; kept the first")
 
 
-def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, FileOutcome]]) -> list[Recorded]:
+def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, FileOutcome]],
+                    writer: IngestWriter | None = None) -> list[Recorded]:
     """Store objects (fsync), then catalogue rows and issues, committed in one transaction.
 
     ``items`` pairs a label (a relative path, or a receiving-side counter; only its keyed digest is
     persisted) with the worker's outcome. When this returns, every ``imported``/``quarantined`` instance is
     durable: its object is fsynced and its row committed. Shared by folder import, the C-STORE SCP and STOW-RS.
+    Pass the same ``writer`` for every batch of one run (an association, an import) so patient/study/series
+    ids are looked up once per run rather than once per batch.
     """
+    w = writer or IngestWriter()
     results: list[Recorded] = []
-    with node.catalogue.session() as s:
-        w = CatalogueWriter(s)
+    with node.catalogue.transaction() as conn, w.transaction(conn):
         stored_uids = [o.facts["sop_uid"] for _, o in items if o.status == "stored"]
         quarantined_uids = [o.facts["sop_uid"] for _, o in items if o.status == "quarantine"]
         known = w.existing_instances(stored_uids)
@@ -141,8 +145,7 @@ def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, F
 
         def issue(label: str, outcome: str, reason: str) -> Recorded:
             if run_id is not None:
-                s.add(ImportIssue(run_id=run_id, outcome=outcome, reason=reason,
-                                  file_digest=node.pseudonymiser.digest("import-file", label)))
+                w.add_issue(run_id, outcome, reason, node.pseudonymiser.digest("import-file", label))
             return Recorded(outcome, reason)
 
         for label, o in items:
@@ -164,12 +167,14 @@ def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, F
                 w.add_instance(o.facts, digest, len(o.data), run_id)
                 results.append(Recorded("imported", bytes_created=len(o.data) if created else 0))
             seen[uid] = digest
+    w.committed()
     return results
 
 
-def _record_batch(node: Node, report: ImportReport, batch: list[tuple[Candidate, FileOutcome]]) -> None:
+def _record_batch(node: Node, report: ImportReport, batch: list[tuple[Candidate, FileOutcome]],
+                  writer: IngestWriter) -> None:
     """Store objects, then catalogue rows, committed together (one transaction per batch)."""
-    results = record_outcomes(node, report.run_id, [(c.rel, o) for c, o in batch])
+    results = record_outcomes(node, report.run_id, [(c.rel, o) for c, o in batch], writer)
     for (c, _), r in zip(batch, results, strict=True):
         report.counts[r.result] += 1
         report.bytes_stored += r.bytes_created

@@ -18,7 +18,7 @@ from sqlalchemy.exc import OperationalError
 from incisive.common.errors import CatalogueUnavailable
 from incisive.common.logging import get_logger
 from incisive.node.catalogue.models import ImportRun
-from incisive.node.catalogue.writer import now
+from incisive.node.catalogue.writer import IngestWriter, now
 from incisive.node.home import Node
 from incisive.node.ingest.dicom_file import FileOutcome, init_worker, process_bytes
 from incisive.node.ingest.dicom_import import OUTCOMES, Recorded, record_outcomes, worker_config
@@ -54,6 +54,7 @@ class Receiver:
         self.run_id: int | None = None
         self.counts: Counter[str] = Counter()
         self._n = 0
+        self.writer = IngestWriter()  # patient/study/series ids cached for the life of the association
         ensure_deid(node)
 
     def _run(self) -> int:
@@ -83,7 +84,8 @@ class Receiver:
         results: list[Recorded] | None = None
         for attempt in range(5):
             try:
-                results = record_outcomes(self.node, self._run(), list(zip(labels, outcomes, strict=True)))
+                results = record_outcomes(self.node, self._run(), list(zip(labels, outcomes, strict=True)),
+                                          self.writer)
                 break
             except SAIntegrityError:  # another association inserted the same patient/study/series first
                 time.sleep(0.01 * (attempt + 1))
