@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -85,8 +86,15 @@ def parse(level: str, params: Iterable[tuple[str, str]], path_filters: dict[str,
     return q
 
 
-def _element(keyword: str, value: Any) -> dict[str, Any]:
-    vr = dictionary_VR(keyword)
+@lru_cache(maxsize=512)
+def _tag_vr(keyword: str) -> tuple[str, str]:
+    """``(8-hex-digit tag, VR)`` for a keyword; the dictionary lookups cost more than the rest of a result."""
+    tag = tag_for_keyword(keyword)
+    assert tag is not None
+    return f"{tag:08X}", dictionary_VR(tag)
+
+
+def _element(vr: str, value: Any) -> dict[str, Any]:
     if value is None or value == [] or value == "":
         return {"vr": vr}
     values = value if isinstance(value, list) else [value]
@@ -102,9 +110,8 @@ def to_json(row: dict[str, Any], base_url: str, level: str) -> dict[str, Any]:
     for keyword, value in row.items():
         if keyword.startswith("_"):
             continue
-        tag = tag_for_keyword(keyword)
-        assert tag is not None
-        out[f"{tag:08X}"] = _element(keyword, value)
+        tag, vr = _tag_vr(keyword)
+        out[tag] = _element(vr, value)
     url = f"{base_url}/studies/{row['StudyInstanceUID']}"
     if level in ("SERIES", "IMAGE"):
         url += f"/series/{row['SeriesInstanceUID']}"

@@ -146,36 +146,53 @@ def _condition(attr: Attr, value: str) -> Any:
     return col == value
 
 
-def _base(level: str) -> Select[Any]:
-    q: Select[Any] = select(_ENTITY[level])
-    if level in ("SERIES", "IMAGE"):
-        q = q.join(Study, Study.id == Series.study_id) if level == "SERIES" else q
-    if level == "IMAGE":
-        q = q.join(Series, Series.id == Instance.series_id).join(Study, Study.id == Series.study_id)
-    if level != "PATIENT":
-        q = q.join(Patient, Patient.id == Study.patient_id)
+_PARENT: dict[str, tuple[str, Any]] = {
+    "IMAGE": ("SERIES", Series.id == Instance.series_id),
+    "SERIES": ("STUDY", Study.id == Series.study_id),
+    "STUDY": ("PATIENT", Patient.id == Study.patient_id),
+}
+_OWNER = {a.keyword: level for level, attrs in _OWN.items() for a in attrs}
+_OWNER.update({"ModalitiesInStudy": "STUDY"})
+
+
+def _joined(q: Select[Any], level: str, top: str) -> Select[Any]:
+    """Join the entity of ``level`` to its parents up to ``top`` (inner joins on NOT NULL foreign keys)."""
+    while level != top:
+        parent, on = _PARENT[level]
+        q = q.join(_ENTITY[parent], on)
+        level = parent
     return q
 
 
 def search(s: Session, level: str, filters: Mapping[str, str], limit: int | None = None,
            offset: int = 0) -> list[dict[str, Any]]:
-    """Matching entities at ``level`` as ``keyword → value`` (every attribute of the level)."""
+    """Matching entities at ``level`` as ``keyword → value`` (every attribute of the level).
+
+    The page is chosen on ids alone (only the tables the filters need, ``ORDER BY id``, limit/offset), then
+    joined to its parents for the returned attributes: a deep ``offset`` walks an index, not a join.
+    """
     if level not in LEVELS:
         raise QueryError(f"query level must be one of {', '.join(LEVELS)}")
     known = attributes(level)
-    q = _base(level)
+    entity = _ENTITY[level]
+    conditions = []
+    top = level
     for keyword, value in filters.items():
         attr = known.get(keyword)
         if attr is None:
             raise QueryError(f"{keyword} is not a supported matching key at {level} level")
         cond = _condition(attr, value)
         if cond is not None:
-            q = q.where(cond)
-    entity = _ENTITY[level]
-    cols = [entity.id] + [a.column for a in known.values() if a.column is not None]
-    q = q.with_only_columns(*cols).order_by(entity.id).offset(offset)
+            conditions.append(cond)
+            owner = _OWNER.get(keyword, level)
+            top = owner if LEVELS.index(owner) < LEVELS.index(top) else top
+    page = _joined(select(entity.id), level, top).where(*conditions).order_by(entity.id).offset(offset)
     if limit is not None:
-        q = q.limit(limit)
+        page = page.limit(limit)
+    ids = page.subquery("page")
+    cols = [entity.id] + [a.column for a in known.values() if a.column is not None]
+    q = _joined(select(*cols).select_from(ids).join(entity, entity.id == ids.c.id), level, "PATIENT")
+    q = q.order_by(entity.id)
     rows = s.execute(q).all()
     out: list[dict[str, Any]] = []
     simple = [a for a in known.values() if a.column is not None]
