@@ -90,7 +90,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ingest.json")
     args = ap.parse_args()
     spec = CohortSpec(patients=8, seed=3, size=64, ct_slices=8, mr_slices=6) if args.quick else \
-        CohortSpec(patients=48, seed=3, size=128, ct_slices=24, mr_slices=16)
+        CohortSpec(patients=50, seed=3, size=128, ct_slices=24, mr_slices=16)
     runs = 1 if args.quick else args.runs
     with tempfile.TemporaryDirectory(prefix="incisive-ingest-") as tmp:
         work = Path(tmp)
@@ -114,10 +114,12 @@ def main() -> None:
         "input": {"instances": len(files), "bytes": total, "mean_instance_bytes": total // len(files),
                   "modalities": "CT, MR, MG, US, SC (synthetic cohort)", "transfer_syntax": "explicit VR LE",
                   "sender": "dcmtk storescu +sd +r, one association, TCP_NODELAY=1"},
-        "ours": {"what": "incisive node serve: de-identify, fsync object, commit SQLite row, then Success",
+        "ours": {"what": "incisive node serve: de-identify, fsync object (file + directory), commit SQLite row "
+                         "(WAL, synchronous=NORMAL), then Success",
                  "seconds": ours, "min": min(ours), "median": med_ours,
                  "instances_per_s": len(files) / med_ours},
-        "peer": {"what": "Orthanc default config, SQLite index, StorageCompression false", "version": version,
+        "peer": {"what": "Orthanc default config (SyncStorageArea true), SQLite index, StorageCompression false",
+                 "version": version,
                  "seconds": theirs, "min": min(theirs), "median": med_theirs,
                  "instances_per_s": len(files) / med_theirs},
         "ratio_throughput_ours_over_peer": med_theirs / med_ours,
