@@ -48,3 +48,15 @@ def test_incremental_copies_nothing_new(loaded: Node, tmp_path: Path) -> None:
     assert len(repo.snapshot_ids()) == 2
     rows = ops.list_snapshots(target, loaded.settings.node_id)
     assert [r["objects"] for r in rows] == [first.objects, first.objects]
+
+
+def test_unmounted_drive_is_refused(sqlite_node: Node, tmp_path: Path) -> None:
+    import pytest
+
+    from incisive.common.errors import ConfigError
+
+    target = dir_target(tmp_path)
+    ops.run(sqlite_node, target)
+    shutil.rmtree(Path(target.location) / "incisive")  # the mount point is there, the drive is not
+    with pytest.raises(ConfigError, match="is the drive mounted"):
+        ops.run(sqlite_node, target)

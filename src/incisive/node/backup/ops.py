@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from incisive.common.errors import IncisiveError
+from incisive.common.errors import ConfigError, IncisiveError
 from incisive.node.backup import health
 from incisive.node.backup.config import Target
 from incisive.node.backup.manifest import Manifest, Repository
@@ -23,6 +23,7 @@ Progress = Callable[[int, int, int, int], None]
 
 def run(node: Node, target: Target, passphrase: str | None = None,
         progress: Progress | None = None) -> tuple[RunReport, Manifest]:
+    _check_mounted(node, target)
     try:
         if target.kind == "restic":
             report, manifest = run_restic(node, target, passphrase, progress)
@@ -36,6 +37,17 @@ def run(node: Node, target: Target, passphrase: str | None = None,
         raise
     health.record_run(node.home, target.name, report.snapshot, manifest.created, report.objects, report.bytes)
     return report, manifest
+
+
+def _check_mounted(node: Node, target: Target) -> None:
+    """Refuse to start a fresh replica on an empty mount point when earlier runs wrote there (drive unplugged)."""
+    if target.kind != "dir":
+        return
+    ran_before = health.load_state(node.home).get("targets", {}).get(target.name, {}).get("last_run")
+    repo = Repository.for_node(Path(target.location), node.settings.node_id)
+    if ran_before and not (repo.root / "FORMAT").is_file():
+        raise ConfigError(f"no incisive backup at {target.location} although earlier runs wrote there; "
+                          "is the drive mounted?")
 
 
 def due(home: Path, target: Target, every_days: int) -> bool:
