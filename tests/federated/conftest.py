@@ -1,0 +1,50 @@
+"""Fixtures: nodes holding parts of scikit-learn's breast-cancer set, a workspace with the shipped bundles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from incisive.federated import approval, partition
+from incisive.federated.bundle import RegisteredBundle, shipped_bundle
+from incisive.federated.service import Workspace
+from incisive.node.home import Node
+from incisive.node.ingest.clinical import import_clinical
+
+MakeNodes = Callable[[int, str, int], dict[str, Node]]
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    return Workspace(tmp_path / "ws")
+
+
+@pytest.fixture
+def tabular(workspace: Workspace) -> RegisteredBundle:
+    return workspace.registry.register(shipped_bundle("tabular-risk"), "tabular-risk", "1")
+
+
+@pytest.fixture
+def make_nodes(tmp_path: Path) -> MakeNodes:
+    created: list[Node] = []
+
+    def make(parts: int, scheme: str, seed: int = 1) -> dict[str, Node]:
+        x, y, names = partition.breast_cancer()
+        out = {}
+        for i, idx in enumerate(partition.partition(y, parts, scheme, seed=seed)):
+            node = Node.init(tmp_path / f"node-{i}", provider=f"Hospital {chr(65 + i)}")
+            import_clinical(node, partition.write_csv(tmp_path / f"part-{i}.csv", x, y, names, idx, f"P{i}-"))
+            out[f"hospital-{chr(97 + i)}"] = node
+            created.append(node)
+        return out
+
+    yield make  # type: ignore[misc]
+    for n in created:
+        n.catalogue.dispose()
+
+
+def approve_all(nodes: dict[str, Node], bundle: RegisteredBundle) -> None:
+    for n in nodes.values():
+        approval.approve(n.home, bundle)
