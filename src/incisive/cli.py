@@ -10,6 +10,7 @@ from incisive import __version__
 from incisive.common.errors import IncisiveError
 from incisive.common.output import err_console
 from incisive.demo.cli import demo_data
+from incisive.federated.cli import fl_app, infer, model_app
 from incisive.node.backup.cli import app as backup_app
 from incisive.node.cli import app as node_app
 from incisive.platform.audit_cli import app as audit_app
@@ -28,6 +29,9 @@ app.add_typer(platform_app, name="platform")
 app.add_typer(query_app, name="query")
 app.add_typer(audit_app, name="audit")
 app.command("demo-data")(demo_data)
+app.add_typer(fl_app, name="fl")
+app.add_typer(model_app, name="model")
+app.command("infer")(infer)
 
 
 @app.command()

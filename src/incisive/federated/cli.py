@@ -1,0 +1,176 @@
+"""``incisive fl …`` (train, status, evaluate, plot), ``incisive model …`` (register, list), ``incisive infer`` and
+``incisive node policy approve|revoke|approvals`` (attached to the node policy group)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.live import Live
+
+from incisive.common.errors import InputError
+from incisive.common.output import console, print_json, table
+from incisive.common.settings import resolve_home
+from incisive.federated import approval as approvals_mod
+from incisive.federated import results
+from incisive.federated.bundle import parse_ref
+from incisive.federated.jobs import Job
+from incisive.federated.service import JobOptions, Workspace
+from incisive.federated.service import evaluate as run_evaluate
+from incisive.federated.service import train as run_train
+
+fl_app = typer.Typer(help="Federated training and evaluation on Flower.", no_args_is_help=True)
+model_app = typer.Typer(help="Model bundles in the registry.", no_args_is_help=True)
+WsOpt = Annotated[Path | None, typer.Option("--workspace", "-w", help="Registry + jobs ($INCISIVE_FL_HOME)")]
+NodesOpt = Annotated[list[str], typer.Option("--node", "-n", help="NAME=NODE_DIR (repeat), or a node dir")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
+
+
+def _nodes(items: list[str]) -> dict[str, Path]:
+    out = {}
+    for item in items:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        p = Path(path).expanduser().resolve()
+        out[name or p.name] = p
+    if not out:
+        raise InputError("give at least one --node NAME=NODE_DIR")
+    return out
+
+
+@model_app.command("register")
+def register(bundle: Path, name: Annotated[str | None, typer.Option()] = None,
+             version: Annotated[str | None, typer.Option()] = None, workspace: WsOpt = None) -> None:
+    """Register a bundle directory (manifest.json + task.py); prints its sha256."""
+    b = Workspace.default(workspace).registry.register(bundle, name, version)
+    console.print(f"registered {b.manifest.ref} sha256 {b.digest}")
+
+
+@model_app.command("list")
+def list_models(workspace: WsOpt = None, json_out: JsonOpt = False) -> None:
+    """Registered bundles."""
+    rows = [(b.manifest.ref, b.manifest.kind, ",".join(b.manifest.job_types), b.digest[:16], b.registered_at)
+            for b in Workspace.default(workspace).registry.list()]
+    if json_out:
+        print_json([dict(zip(["model", "kind", "job_types", "sha256", "registered_at"], r, strict=True))
+                    for r in rows])
+        return
+    console.print(table("Models", ["model", "kind", "job types", "sha256", "registered"], rows))
+
+
+@fl_app.command("train")
+def train(model: Annotated[str, typer.Option(help="NAME:VERSION")], node: NodesOpt,
+          rounds: int = 10, strategy: str = "fedavg", proximal_mu: float = 0.1,
+          dp_epsilon: Annotated[float, typer.Option(help="DP-SGD target epsilon for the whole job (0 = off)")] = 0.0,
+          secagg: bool = False, round_timeout: float = 120.0, min_nodes: int | None = None,
+          workspace: WsOpt = None) -> None:
+    """Train across nodes: starts a SuperLink and a SuperNode per node, submits the Flower app."""
+    ws = Workspace.default(workspace)
+    job = run_train(ws, model, _nodes(node), JobOptions(
+        rounds=rounds, strategy=strategy, proximal_mu=proximal_mu, dp_epsilon=dp_epsilon, secagg=secagg,
+        round_timeout=round_timeout, min_nodes=min_nodes),
+        progress=lambda s: None)
+    _status_table(job)
+
+
+def _status_table(job: Job) -> None:
+    spec = job.spec
+    console.print(f"job {job.id} · {spec.get('model')} · {spec.get('strategy')} · {spec.get('status')}")
+    rows = []
+    for r in job.rounds():
+        nodes = ", ".join(str(n.get("node")) for n in r["nodes"])
+        pooled = r.get("pooled") or {}
+        rows.append((r["round"], r["phase"], nodes, len(r["failures"]),
+                     f"{pooled['auc']:.4f}" if "auc" in pooled else "", f"{pooled['accuracy']:.4f}"
+                     if "accuracy" in pooled else ""))
+    console.print(table("Rounds", ["round", "phase", "nodes", "failures", "pooled AUC", "pooled acc"], rows))
+
+
+@fl_app.command("status")
+def status(job: str, follow: bool = False, workspace: WsOpt = None, json_out: JsonOpt = False) -> None:
+    """Per-round metrics and per-node participation; --follow refreshes until the job ends."""
+    j = Workspace.default(workspace).jobs.get(job)
+    if json_out:
+        print_json({"job": j.spec, "server": j.server_state(), "rounds": j.rounds()})
+        return
+    if not follow:
+        _status_table(j)
+        return
+    with Live(console=console, refresh_per_second=2) as live:
+        while True:
+            state = j.server_state()
+            live.update(f"job {j.id} phase={state.get('phase')} round={state.get('round')} "
+                        f"pooled={state.get('pooled', {})}")
+            if state.get("finished") or j.spec.get("status") in ("completed", "failed"):
+                break
+            time.sleep(1)
+    _status_table(j)
+
+
+@fl_app.command("evaluate")
+def evaluate(model: Annotated[str, typer.Option(help="NAME:VERSION@JOB")], node: NodesOpt,
+             round_timeout: float = 120.0, workspace: WsOpt = None) -> None:
+    """Federated evaluation of a trained model: per-node and pooled metrics."""
+    job = run_evaluate(Workspace.default(workspace), model, _nodes(node), JobOptions(round_timeout=round_timeout))
+    _status_table(job)
+
+
+@fl_app.command("plot")
+def plot(job: str, out: Path | None = None, workspace: WsOpt = None) -> None:
+    """Write per-round metrics as JSON and a PNG plot."""
+    j = Workspace.default(workspace).jobs.get(job)
+    json_path, png_path = results.plot(j, out)
+    console.print(f"wrote {json_path} and {png_path}")
+
+
+def infer(model: Annotated[str, typer.Option(help="NAME:VERSION@JOB")],
+          node: Annotated[Path | None, typer.Option("--node", help="Node directory")] = None,
+          series: Annotated[list[str] | None, typer.Option(help="Series UID(s); default all")] = None,
+          workspace: WsOpt = None, json_out: JsonOpt = False) -> None:
+    """Score a node's data with a trained model; results are written at the node, only a summary is printed."""
+    from incisive.node.home import Node
+
+    name, version, job_id = parse_ref(model)
+    if not job_id:
+        raise InputError("inference needs a trained model: NAME:VERSION@JOB")
+    ws = Workspace.default(workspace)
+    n = Node.open(resolve_home(node))
+    try:
+        summary = results.infer(n, ws.registry.get(name, version), ws.jobs.get(job_id), series)
+    except PermissionError as exc:
+        raise InputError(str(exc)) from None
+    if json_out:
+        print_json(summary)
+    else:
+        console.print(f"{summary['items']} scored, {summary['positive']} positive; results at the node in "
+                      f"{summary['results']}")
+
+
+def approve(model: Annotated[str, typer.Argument(help="NAME:VERSION")],
+            home: Annotated[Path | None, typer.Option("--home", "-H", help="Node directory")] = None,
+            share_inference_summary: bool = False, workspace: WsOpt = None) -> None:
+    """Approve a registered bundle (by its sha256) for this node."""
+    name, version, _ = parse_ref(model)
+    bundle = Workspace.default(workspace).registry.get(name, version)
+    entry = approvals_mod.approve(resolve_home(home), bundle, share_inference_summary)
+    console.print(f"approved {name}:{version} sha256 {entry['sha256']}")
+
+
+def revoke(model: Annotated[str, typer.Argument(help="NAME:VERSION")],
+           home: Annotated[Path | None, typer.Option("--home", "-H", help="Node directory")] = None) -> None:
+    """Withdraw an approval; jobs with this bundle are refused from now on."""
+    name, version, _ = parse_ref(model)
+    done = approvals_mod.revoke(resolve_home(home), name, version)
+    console.print("revoked" if done else "was not approved")
+
+
+def register_node_commands() -> None:
+    """Attach approve/revoke to ``incisive node policy`` (owned by the node agent module)."""
+    from incisive.node.agent_cli import policy_app
+
+    policy_app.command("approve")(approve)
+    policy_app.command("revoke")(revoke)
+
+
+register_node_commands()
