@@ -123,7 +123,7 @@ def main() -> None:
                  "seconds": theirs, "min": min(theirs), "median": med_theirs,
                  "instances_per_s": len(files) / med_theirs},
         "ratio_throughput_ours_over_peer": med_theirs / med_ours,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "loadavg_at_end": os.getloadavg()},
         "quick": args.quick,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

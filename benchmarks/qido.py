@@ -150,6 +150,7 @@ def main() -> None:
             admin.dispose()
     b = result["backends"]
     result["ratio_p95_postgresql_over_sqlite"] = b["postgresql"]["p95_ms"] / b["sqlite"]["p95_ms"]
+    result["machine"] = {"cpus": os.cpu_count(), "loadavg_at_end": os.getloadavg()}
     result["target"] = "p95 < 50 ms on PostgreSQL"
     result["target_met"] = b["postgresql"]["p95_ms"] < 50
     args.out.parent.mkdir(parents=True, exist_ok=True)
