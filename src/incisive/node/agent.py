@@ -74,6 +74,7 @@ class Agent:
         self.state = AgentState(node.home / AGENT_DIR / "state.db")
         self.audit = NodeAudit(node.home)
         self.stop_event = threading.Event()
+        self._to_audit: list[tuple[dict[str, Any], str]] = []
         self._readiness: dict[str, Any] | None = None
         self._readiness_at = 0.0
 
@@ -134,16 +135,22 @@ class Agent:
     # -- jobs -------------------------------------------------------------------------------------------------
     def handle(self, job: dict[str, Any]) -> None:
         job_id = str(job["id"])
-        payload = job.get("payload") or {}
         if self.state.begin(job_id, str(job.get("type")), time.time()):
             result = run_job(self.node, job)
             self.state.finish(job_id, result)
-            self.audit.append(f"researcher:{payload.get('requester', '')}", f"job.{job.get('type')}",
-                              target=job_id, node=self.settings.node_id, outcome=result["status"],
-                              details={"by": payload.get("by"), "metric": payload.get("metric"),
-                                       "project": payload.get("project")})
+            self._to_audit.append((job, result["status"]))
         elif self.state.state(job_id) == "running":  # a crash while it ran: never run it a second time
             self.state.finish(job_id, {"status": "error", "error": "interrupted on the node; not run again"})
+
+    def write_audit(self) -> None:
+        """Audit entries of the jobs just run (fsync'd; written after the result went out, off the latency path)."""
+        while self._to_audit:
+            job, outcome = self._to_audit.pop(0)
+            payload = job.get("payload") or {}
+            self.audit.append(f"researcher:{payload.get('requester', '')}", f"job.{job.get('type')}",
+                              target=str(job["id"]), node=self.settings.node_id, outcome=outcome,
+                              details={"by": payload.get("by"), "metric": payload.get("metric"),
+                                       "project": payload.get("project")})
 
     def deliver(self) -> None:
         for job_id, result in self.state.undelivered():
@@ -163,7 +170,10 @@ class Agent:
         jobs = (data or {}).get("jobs", [])
         for job in jobs:
             self.handle(job)
-        self.deliver()
+        try:
+            self.deliver()
+        finally:
+            self.write_audit()
         return len(jobs)
 
     def run(self) -> None:

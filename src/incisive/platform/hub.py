@@ -14,6 +14,7 @@ class Hub:
     def __init__(self) -> None:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, asyncio.Event] = {}
+        self._answers: dict[str, set[str]] = {}
 
     def bind(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -45,8 +46,18 @@ class Hub:
             return False
         return True
 
-    def forget(self, name: str) -> None:
-        self._events.pop(name, None)
+    def answer(self, query_id: str, node_id: str) -> None:
+        """A node's result for a query is stored (called on the event loop); ignored once the query is done."""
+        if query_key(query_id) in self._events:
+            self._answers.setdefault(query_id, set()).add(node_id)
+            self._events[query_key(query_id)].set()
+
+    def answers(self, query_id: str) -> set[str]:
+        return self._answers.get(query_id, set())
+
+    def forget(self, query_id: str) -> None:
+        self._events.pop(query_key(query_id), None)
+        self._answers.pop(query_id, None)
 
 
 def node_key(node_id: str) -> str:

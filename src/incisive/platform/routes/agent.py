@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from incisive.platform.db import PlatformDb
-from incisive.platform.errors import PlatformError
-from incisive.platform.hub import node_key, query_key
-from incisive.platform.routes.deps import Db, HubDep, Settings
+from incisive.platform.errors import BadRequest, Forbidden, PlatformError, Unauthorized
+from incisive.platform.hub import node_key
+from incisive.platform.routes.deps import Db, get_db, get_hub, get_settings
 from incisive.platform.services import audit, jobs, nodes
 
 router = APIRouter(prefix="/agent/v1", tags=["agent"])
+T = TypeVar("T")
 
 
 class Enrolment(BaseModel):
@@ -46,17 +49,19 @@ def _signed_path(request: Request) -> str:
     return (raw + (b"?" + query if query else b"")).decode("latin-1")
 
 
-async def signed_node(request: Request, db: PlatformDb, window_s: float) -> str:
-    """Verify the request's signature (raw body bytes, method, path, time, nonce); the node id, or raise."""
+async def signed(request: Request, db: PlatformDb, window_s: float, then: Callable[[Session, nodes.NodeRef], T]) -> T:
+    """Verify the request's signature (raw body bytes, method, path, time, nonce), then run ``then`` in the same
+    transaction (one database round trip per agent request). Refusals are audited."""
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     path, method = _signed_path(request), request.method
 
-    def work() -> str:
+    def work() -> T:
         try:
             with db.session() as s:
-                return nodes.authenticate_request(s, headers, method, path, body, window_s).node_id
-        except PlatformError as exc:
+                node = nodes.authenticate_request(s, headers, method, path, body, window_s)
+                return then(s, node)
+        except (Unauthorized, Forbidden) as exc:
             with db.session() as s:
                 audit.append(s, "agent", "agent.auth", target=path.split("?")[0][:128],
                              node=headers.get("x-incisive-node", "")[:63], outcome="refused",
@@ -80,25 +85,32 @@ async def enrol(body: Enrolment, db: Db) -> dict[str, Any]:
 
 
 @router.post("/heartbeat")
-async def heartbeat(request: Request, db: Db, settings: Settings) -> dict[str, Any]:
-    node_id = await signed_node(request, db, settings.signature_window_s)
-    payload = Heartbeat.model_validate_json(await request.body() or b"{}")
+async def heartbeat(request: Request) -> dict[str, Any]:
+    db, settings = get_db(request), get_settings(request)
+    try:
+        payload = Heartbeat.model_validate_json(await request.body() or b"{}").model_dump()
+    except ValidationError:
+        payload = None
 
-    def work() -> None:
-        with db.session() as s:
-            node = nodes.authenticate_known(s, node_id)
-            nodes.heartbeat(s, node, payload.model_dump())
-            nodes.prune_nonces(s, settings.signature_window_s)
-    await run_in_threadpool(work)
+    def then(s: Session, node: nodes.NodeRef) -> None:
+        if payload is None:
+            raise BadRequest("invalid heartbeat body")
+        nodes.heartbeat(s, node, payload)
+        nodes.prune_nonces(s, settings.signature_window_s)
+    await signed(request, db, settings.signature_window_s, then)
     return {"ok": True}
 
 
 @router.get("/jobs")
-async def poll(request: Request, db: Db, settings: Settings, hub: HubDep,
-               wait: float = Query(default=20.0, ge=0, le=120)) -> dict[str, Any]:
-    node_id = await signed_node(request, db, settings.signature_window_s)
+async def poll(request: Request, wait: float = Query(default=20.0, ge=0, le=120)) -> dict[str, Any]:
+    db, settings, hub = get_db(request), get_settings(request), get_hub(request)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.long_poll_s)
+
+    def first(s: Session, node: nodes.NodeRef) -> tuple[str, list[dict[str, Any]]]:
+        return node.node_id, jobs.claim(s, node.node_id, settings.redeliver_s)
+
+    node_id, found = await signed(request, db, settings.signature_window_s, first)
     event = hub.event(node_key(node_id))
 
     def claim() -> list[dict[str, Any]]:
@@ -106,24 +118,30 @@ async def poll(request: Request, db: Db, settings: Settings, hub: HubDep,
             nodes.authenticate_known(s, node_id)  # revoked while waiting: refused at once
             return jobs.claim(s, node_id, settings.redeliver_s)
 
-    while True:
+    while not found:
         event.clear()
-        found = await run_in_threadpool(claim)
         remaining = deadline - loop.time()
-        if found or remaining <= 0:
-            return {"jobs": found}
+        if remaining <= 0:
+            break
         await hub.wait(event, min(remaining, 1.0))
+        found = await run_in_threadpool(claim)
+    return {"jobs": found}
 
 
 @router.post("/jobs/{job_id}/result")
-async def result(job_id: str, request: Request, db: Db, settings: Settings, hub: HubDep) -> dict[str, Any]:
-    node_id = await signed_node(request, db, settings.signature_window_s)
-    body = Result.model_validate_json(await request.body() or b"{}")
+async def result(job_id: str, request: Request) -> dict[str, Any]:
+    db, settings, hub = get_db(request), get_settings(request), get_hub(request)
+    try:
+        body = Result.model_validate_json(await request.body() or b"{}").model_dump()
+    except ValidationError:
+        body = None
 
-    def work() -> str | None:
-        with db.session() as s:
-            return jobs.submit(s, node_id, job_id[:64], body.model_dump())
-    query_id = await run_in_threadpool(work)
+    def then(s: Session, node: nodes.NodeRef) -> tuple[str, str | None]:
+        if body is None:
+            raise BadRequest("invalid result body")
+        return node.node_id, jobs.submit(s, node.node_id, job_id[:64], body)
+
+    node_id, query_id = await signed(request, db, settings.signature_window_s, then)
     if query_id:
-        hub.notify(query_key(query_id))
+        hub.answer(query_id, node_id)
     return {"acked": True}

@@ -56,21 +56,15 @@ async def _run(kind: str, params: dict[str, Any], timeout_s: float | None, princ
     deadline = loop.time() + limit
     event = hub.event(query_key(started.query_id))
 
-    def answered() -> set[str]:
-        with db.session() as s:
-            return queries.answered(s, started.query_id)
-
     try:
-        while started.waiting:
+        while started.waiting and not set(started.waiting) <= hub.answers(started.query_id):
             event.clear()
-            if set(started.waiting) <= await run_in_threadpool(answered):
-                break
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
             await hub.wait(event, min(remaining, 0.5))
     finally:
-        hub.forget(query_key(started.query_id))
+        hub.forget(started.query_id)
 
     def finish() -> dict[str, Any]:
         with db.session() as s:

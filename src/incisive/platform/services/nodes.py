@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -17,6 +20,7 @@ from incisive.platform.services import audit, aware, new_secret, token_hash, utc
 
 NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 NONCE = re.compile(r"[0-9a-f]{16,64}")
+LAST_SEEN_GRANULARITY_S = 2.0
 
 
 def create_invite(s: Session, name: str, ttl_s: float, actor: str) -> dict[str, Any]:
@@ -57,34 +61,59 @@ def enrol(s: Session, token: str, node_id: str, provider: str, public_key: str) 
     return {"node_id": node_id, "name": invite.name}
 
 
+@dataclass(frozen=True)
+class NodeRef:
+    """The verified sender of an agent request (light: the hot path loads no JSON columns)."""
+
+    id: int
+    node_id: str
+
+
+def _insert_nonce(s: Session, node_id: str, nonce: str, now: datetime) -> bool:
+    """Record a nonce; False when it was already there (a replay). One statement, no savepoint."""
+    values = {"node_id": node_id, "nonce": nonce, "seen_at": now}
+    dialect = s.get_bind().dialect.name
+    if dialect in ("sqlite", "postgresql"):
+        insert = sqlite_insert if dialect == "sqlite" else pg_insert
+        table = SeenNonce.__table__
+        stmt = insert(table).values(**values).on_conflict_do_nothing().returning(SeenNonce.id)  # type: ignore[arg-type]
+        return s.connection().execute(stmt).first() is not None
+    try:  # pragma: no cover - other databases
+        with s.begin_nested():
+            s.add(SeenNonce(**values))
+    except IntegrityError:
+        return False
+    return True
+
+
 def authenticate_request(s: Session, headers: dict[str, str], method: str, path: str, body: bytes,
-                         window_s: float) -> Node:
-    """Check a signed agent request; raise Unauthorized (audited by the caller) when anything is off."""
+                         window_s: float) -> NodeRef:
+    """Check a signed agent request; raise Unauthorized/Forbidden (audited by the caller) when anything is off."""
     node_id = headers.get(signing.NODE_HEADER.lower(), "")
     timestamp = headers.get(signing.TIMESTAMP_HEADER.lower(), "")
     nonce = headers.get(signing.NONCE_HEADER.lower(), "")
     signature = headers.get(signing.SIGNATURE_HEADER.lower(), "")
     if not (node_id and timestamp and nonce and signature):
         raise Unauthorized("missing signature headers")
-    if not NONCE.fullmatch(nonce) or not timestamp.isdigit():
+    if not NONCE.fullmatch(nonce) or not timestamp.isdigit() or len(node_id) > 63:
         raise Unauthorized("malformed signature headers")
-    node = s.scalar(select(Node).where(Node.node_id == node_id))
-    if node is None:
+    row = s.execute(select(Node.id, Node.public_key, Node.revoked_at, Node.last_seen)
+                    .where(Node.node_id == node_id)).first()
+    if row is None:
         raise Unauthorized("unknown node")
-    if node.revoked_at is not None:
+    if row.revoked_at is not None:
         raise Forbidden("node revoked")
     now = utcnow()
     if abs(now.timestamp() - int(timestamp)) > window_s:
         raise Unauthorized("request timestamp outside the accepted window")
-    if not signing.verify(node.public_key, signature, method, path, body, timestamp, nonce, node_id):
+    if not signing.verify(row.public_key, signature, method, path, body, timestamp, nonce, node_id):
         raise Unauthorized("bad signature")
-    try:
-        with s.begin_nested():
-            s.add(SeenNonce(node_id=node_id, nonce=nonce, seen_at=now))
-    except IntegrityError:
-        raise Unauthorized("replayed request (nonce already used)") from None
-    node.last_seen = now
-    return node
+    if not _insert_nonce(s, node_id, nonce, now):
+        raise Unauthorized("replayed request (nonce already used)")
+    seen = aware(row.last_seen)
+    if seen is None or (now - seen).total_seconds() > LAST_SEEN_GRANULARITY_S:
+        s.execute(update(Node).where(Node.id == row.id).values(last_seen=now))
+    return NodeRef(row.id, node_id)
 
 
 def prune_nonces(s: Session, window_s: float) -> int:
@@ -93,8 +122,10 @@ def prune_nonces(s: Session, window_s: float) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-def heartbeat(s: Session, node: Node, payload: dict[str, Any]) -> None:
-    node.last_heartbeat = utcnow()
+def heartbeat(s: Session, ref: NodeRef, payload: dict[str, Any]) -> None:
+    node = s.get(Node, ref.id)
+    assert node is not None
+    node.last_heartbeat = node.last_seen = utcnow()
     version = payload.get("version")
     node.version = str(version)[:32] if version is not None else None
     node.health = {k: payload.get(k) for k in ("disk_free_bytes", "backup_age_days", "readiness", "data", "policy")}
@@ -135,12 +166,10 @@ def active_nodes(s: Session) -> list[Node]:
     return list(s.scalars(select(Node).where(Node.revoked_at.is_(None)).order_by(Node.node_id)))
 
 
-def authenticate_known(s: Session, node_id: str) -> Node:
-    """The node of an already verified request, re-checked for revocation."""
-    node = s.scalar(select(Node).where(Node.node_id == node_id))
-    if node is None:
+def authenticate_known(s: Session, node_id: str) -> None:
+    """Re-check the node of an already verified request for revocation (read only)."""
+    row = s.execute(select(Node.revoked_at).where(Node.node_id == node_id)).first()
+    if row is None:
         raise Unauthorized("unknown node")
-    if node.revoked_at is not None:
+    if row.revoked_at is not None:
         raise Forbidden("node revoked")
-    node.last_seen = utcnow()
-    return node

@@ -111,6 +111,3 @@ def finish(s: Session, started: Started, user: User) -> dict[str, Any]:
                           "epsilon": epsilon, "nodes": status})
     return out
 
-
-def answered(s: Session, query_id: str) -> set[str]:
-    return set(jobs.results(s, query_id))
