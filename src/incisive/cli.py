@@ -1,48 +1,84 @@
-"""The ``incisive`` command: one sub-command group per role (node, demo-data, …)."""
+"""The ``incisive`` command: one sub-command group per role (node, backup, platform, fl, …).
+
+Groups are imported lazily: ``incisive node stats`` loads the node code only, not PyTorch, Flower or the
+platform service, so start-up stays short. ``incisive --help`` lists every group from the table below
+without importing any of them. Importing ``app`` from this module (tests do) builds the complete CLI.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any
 
 import typer
 
 from incisive import __version__
 from incisive.common.errors import IncisiveError
 from incisive.common.output import err_console
-from incisive.demo.cli import demo_data
-from incisive.federated.cli import fl_app, infer, model_app
-from incisive.node.backup.cli import app as backup_app
-from incisive.node.cli import app as node_app
-from incisive.platform.audit_cli import app as audit_app
-from incisive.platform.cli import app as platform_app
-from incisive.platform.client_cli import app as query_app
 
-app = typer.Typer(
-    name="incisive",
-    help="Federated repository node for pseudonymised cancer-imaging and clinical data.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-app.add_typer(node_app, name="node")
-app.add_typer(backup_app, name="backup")
-app.add_typer(platform_app, name="platform")
-app.add_typer(query_app, name="query")
-app.add_typer(audit_app, name="audit")
-app.command("demo-data")(demo_data)
-app.add_typer(fl_app, name="fl")
-app.add_typer(model_app, name="model")
-app.command("infer")(infer)
+# name: (module, attribute, is a group, one-line help shown by `incisive --help`)
+COMMANDS: dict[str, tuple[str, str, bool, str]] = {
+    "node": ("incisive.node.cli", "app", True, "Run and manage a federated node."),
+    "backup": ("incisive.node.backup.cli", "app", True, "Replicas, verification, restore, RAID health."),
+    "platform": ("incisive.platform.cli", "app", True, "Run and administer the central platform."),
+    "query": ("incisive.platform.client_cli", "app", True, "Federated aggregate queries (researchers)."),
+    "audit": ("incisive.platform.audit_cli", "app", True, "Verify and export hash-chained audit logs."),
+    "fl": ("incisive.federated.cli", "fl_app", True, "Federated training and evaluation on Flower."),
+    "model": ("incisive.federated.cli", "model_app", True, "Model bundles and the model registry."),
+    "infer": ("incisive.federated.cli", "infer", False, "Run an approved model at a node."),
+    "demo-data": ("incisive.demo.cli", "demo_data", False, "Generate a synthetic cohort with fake PHI."),
+}
 
 
-@app.command()
-def version() -> None:
+def _version() -> None:
     """Print the software version."""
     typer.echo(__version__)
 
 
+def build_app(only: str | None = None, load_all: bool = False) -> typer.Typer:
+    """The CLI with every group loaded (``load_all``), or only ``only`` loaded and the rest as help stubs."""
+    root = typer.Typer(
+        name="incisive",
+        help="Federated repository node for pseudonymised cancer-imaging and clinical data.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+    )
+    for name, (module, attribute, is_group, summary) in COMMANDS.items():
+        if load_all or name == only:
+            target: Any = getattr(importlib.import_module(module), attribute)
+            if is_group:
+                root.add_typer(target, name=name)
+            else:
+                root.command(name)(target)
+        elif is_group:
+            root.add_typer(typer.Typer(help=summary), name=name)
+        else:
+            root.command(name, help=summary, context_settings={"ignore_unknown_options": True})(_stub)
+    root.command("version")(_version)
+    return root
+
+
+def _stub() -> None:  # pragma: no cover - only shown in --help; main() loads the real command
+    raise RuntimeError("command not loaded")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return build_app(load_all=True)
+    raise AttributeError(name)
+
+
+def _selected(argv: list[str]) -> str | None:
+    for arg in argv:
+        if not arg.startswith("-"):
+            return arg
+    return None
+
+
 def main() -> None:
     try:
-        app()
+        build_app(only=_selected(sys.argv[1:]))()
     except IncisiveError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
         sys.exit(exc.exit_code)

@@ -1,5 +1,6 @@
-"""``incisive fl …`` (train, status, evaluate, plot), ``incisive model …`` (register, list), ``incisive infer`` and
-``incisive node policy approve|revoke|approvals`` (attached to the node policy group)."""
+"""``incisive fl …`` (train, status, evaluate, plot), ``incisive model …`` (register, list), ``incisive infer``.
+
+``incisive node policy approve|revoke`` live in :mod:`incisive.federated.approval_cli` (light imports)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from rich.live import Live
 from incisive.common.errors import InputError
 from incisive.common.output import console, print_json, table
 from incisive.common.settings import resolve_home
-from incisive.federated import approval as approvals_mod
 from incisive.federated import results
 from incisive.federated.bundle import parse_ref
 from incisive.federated.jobs import Job
@@ -145,32 +145,3 @@ def infer(model: Annotated[str, typer.Option(help="NAME:VERSION@JOB")],
     else:
         console.print(f"{summary['items']} scored, {summary['positive']} positive; results at the node in "
                       f"{summary['results']}")
-
-
-def approve(model: Annotated[str, typer.Argument(help="NAME:VERSION")],
-            home: Annotated[Path | None, typer.Option("--home", "-H", help="Node directory")] = None,
-            share_inference_summary: bool = False, workspace: WsOpt = None) -> None:
-    """Approve a registered bundle (by its sha256) for this node."""
-    name, version, _ = parse_ref(model)
-    bundle = Workspace.default(workspace).registry.get(name, version)
-    entry = approvals_mod.approve(resolve_home(home), bundle, share_inference_summary)
-    console.print(f"approved {name}:{version} sha256 {entry['sha256']}")
-
-
-def revoke(model: Annotated[str, typer.Argument(help="NAME:VERSION")],
-           home: Annotated[Path | None, typer.Option("--home", "-H", help="Node directory")] = None) -> None:
-    """Withdraw an approval; jobs with this bundle are refused from now on."""
-    name, version, _ = parse_ref(model)
-    done = approvals_mod.revoke(resolve_home(home), name, version)
-    console.print("revoked" if done else "was not approved")
-
-
-def register_node_commands() -> None:
-    """Attach approve/revoke to ``incisive node policy`` (owned by the node agent module)."""
-    from incisive.node.agent_cli import policy_app
-
-    policy_app.command("approve")(approve)
-    policy_app.command("revoke")(revoke)
-
-
-register_node_commands()

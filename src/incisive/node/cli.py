@@ -249,3 +249,8 @@ from incisive.node.agent_cli import agent, enrol, policy_app  # noqa: E402
 app.command("enrol")(enrol)
 app.command("agent")(agent)
 app.add_typer(policy_app, name="policy")
+
+from incisive.federated.approval_cli import approve, revoke  # noqa: E402
+
+policy_app.command("approve")(approve)
+policy_app.command("revoke")(revoke)

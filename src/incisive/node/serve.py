@@ -15,18 +15,20 @@ import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import uvicorn
 
 from incisive.common.errors import ConfigError
 from incisive.common.logging import get_logger
 from incisive.common.settings import resolve_home
-from incisive.node.api.app import create_app
 from incisive.node.fsck import fsck
 from incisive.node.home import Node
-from incisive.node.net.scp import DicomServer
+
+if TYPE_CHECKING:  # the servers are imported when serving, not for every CLI start
+    import uvicorn
+
+    from incisive.node.net.scp import DicomServer
 
 log = get_logger("serve")
 
@@ -76,7 +78,9 @@ class NodeServices:
         self.node = node
         self.host = host if host is not None else node.settings.listen_host
         self.http_port = http_port if http_port is not None else node.settings.http_port
-        self.dicom = DicomServer(node, self.host, dicom_port, ae_title, allowed_aes)
+        from incisive.node.net.scp import DicomServer
+
+        self.dicom: DicomServer = DicomServer(node, self.host, dicom_port, ae_title, allowed_aes)
         self._http: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._claimed = False
@@ -90,6 +94,10 @@ class NodeServices:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((self.host, self.http_port))
         http_port = int(sock.getsockname()[1])
+        import uvicorn
+
+        from incisive.node.api.app import create_app
+
         config = uvicorn.Config(create_app(self.node), log_config=None, access_log=False, lifespan="off",
                                 timeout_graceful_shutdown=5)
         self._http = uvicorn.Server(config)
