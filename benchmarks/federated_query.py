@@ -4,7 +4,9 @@ Each node is a separate agent process with its own SQLite catalogue (copies of o
 each under its own node id and key); the platform is `incisive platform serve` (uvicorn, SQLite). A researcher
 sends `count --by modality,cancer_type` over HTTP; the latency is from request to combined, suppressed answer.
 There is no external peer for this: the same run also times the count computed directly on one node's catalogue
-(no network, no platform) as the reference, and reports federated / local. Target: p95 < 200 ms.
+(no network, no platform) as the reference, and reports federated / local, and the CPU time the platform and the
+agents spent per query (the platform is the bottleneck on a 2-core machine). Target: p95 < 200 ms. The machine
+is shared: the load average at the end of the run is recorded with the figures.
 
     python benchmarks/federated_query.py [--quick] [--nodes 10] [--queries 100]
 """
@@ -152,7 +154,8 @@ def main() -> None:
                            f"(real HTTP, Ed25519-signed long-poll), SQLite platform and catalogues",
             "input": {"nodes": args.nodes, "patients_per_node": args.patients, "queries": queries, "warmup": 3},
             "software": {"incisive": __version__, "python": pyplatform.python_version()},
-            "machine": {"cpus": os.cpu_count(), "platform": pyplatform.platform()},
+            "machine": {"cpus": os.cpu_count(), "platform": pyplatform.platform(),
+                        "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]},
             "peer": "reference: the same count computed in-process on one node's catalogue (no network)",
             "federated_ms": {"min": min(latencies), "p50": p50, "p95": p95, "max": max(latencies),
                              "runs": [round(v, 2) for v in latencies]},

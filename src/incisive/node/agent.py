@@ -1,6 +1,7 @@
 """``incisive node agent``: the node's outbound-only link to the platform.
 
-* long-polls ``GET /agent/v1/jobs`` (the platform holds the request until a job is there or the wait ends);
+* long-polls ``POST /agent/v1/exchange`` (results delivered and jobs fetched in one signed request; the platform
+  holds it until a job is there or the wait ends);
 * runs each job **at most once** (its id is recorded durably in ``agent/state.db`` before it runs) after checking
   the node's own policy, and delivers the result **at least once** (kept and re-sent until acknowledged);
 * sends heartbeats (software version, free disk, last verified backup age, readiness summary, data summary);
@@ -75,6 +76,8 @@ class Agent:
         self.audit = NodeAudit(node.home)
         self.stop_event = threading.Event()
         self._to_audit: list[tuple[dict[str, Any], str]] = []
+        self._audit_ready = threading.Event()
+        self._audit_lock = threading.Lock()
         self._readiness: dict[str, Any] | None = None
         self._readiness_at = 0.0
 
@@ -138,14 +141,18 @@ class Agent:
         if self.state.begin(job_id, str(job.get("type")), time.time()):
             result = run_job(self.node, job)
             self.state.finish(job_id, result)
-            self._to_audit.append((job, result["status"]))
+            with self._audit_lock:
+                self._to_audit.append((job, result["status"]))
         elif self.state.state(job_id) == "running":  # a crash while it ran: never run it a second time
             self.state.finish(job_id, {"status": "error", "error": "interrupted on the node; not run again"})
 
     def write_audit(self) -> None:
         """Audit entries of the jobs just run (fsync'd; written after the result went out, off the latency path)."""
-        while self._to_audit:
-            job, outcome = self._to_audit.pop(0)
+        while True:
+            with self._audit_lock:
+                if not self._to_audit:
+                    return
+                job, outcome = self._to_audit.pop(0)
             payload = job.get("payload") or {}
             self.audit.append(f"researcher:{payload.get('requester', '')}", f"job.{job.get('type')}",
                               target=str(job["id"]), node=self.settings.node_id, outcome=outcome,
@@ -164,22 +171,33 @@ class Agent:
             self.state.ack(job_id)
 
     def poll_once(self) -> int:
-        self.deliver()
+        """One exchange: deliver the unacknowledged results and long-poll for jobs in the same signed request."""
+        pending = dict(self.state.undelivered()[:100])
         wait = self.settings.poll_wait_s
-        data = self.client.request("GET", f"/agent/v1/jobs?wait={wait:g}", timeout_s=wait + 15)
-        jobs = (data or {}).get("jobs", [])
+        data = self.client.request("POST", f"/agent/v1/exchange?wait={wait:g}", {"results": pending},
+                                   timeout_s=wait + 15) or {}
+        for job_id in data.get("acked", []):
+            self.state.ack(str(job_id))
+        jobs = data.get("jobs", [])
         for job in jobs:
             self.handle(job)
-        try:
-            self.deliver()
-        finally:
-            self.write_audit()
+        self._audit_ready.set()
         return len(jobs)
+
+    def _audit_writer(self) -> None:
+        """Write job audit entries (fsync'd) in the background, off the path of the results."""
+        while not self.stop_event.is_set():
+            self._audit_ready.wait(1.0)
+            self._audit_ready.clear()
+            self.write_audit()
+        self.write_audit()
 
     def run(self) -> None:
         """Run until :meth:`stop`; raises AgentRevoked when the platform refuses this node."""
         beats = threading.Thread(target=self._heartbeats, name="agent-heartbeat", daemon=True)
         beats.start()
+        auditor = threading.Thread(target=self._audit_writer, name="agent-audit", daemon=True)
+        auditor.start()
         failures = 0
         try:
             while not self.stop_event.is_set():
@@ -198,6 +216,7 @@ class Agent:
         finally:
             self.stop_event.set()
             beats.join(5)
+            auditor.join(10)
             self.client.close()
             self.state.close()
 

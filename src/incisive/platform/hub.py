@@ -25,6 +25,11 @@ class Hub:
             ev = self._events[name] = asyncio.Event()
         return ev
 
+    def clear(self, name: str) -> None:
+        ev = self._events.get(name)
+        if ev is not None:
+            ev.clear()
+
     def notify(self, name: str) -> None:
         loop = self.loop
         if loop is None or loop.is_closed():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, ValidationError
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from incisive.platform.db import PlatformDb
-from incisive.platform.errors import BadRequest, Forbidden, PlatformError, Unauthorized
+from incisive.platform.errors import BadRequest, Forbidden, NotFound, PlatformError, Unauthorized
 from incisive.platform.hub import node_key
 from incisive.platform.routes.deps import Db, get_db, get_hub, get_settings
 from incisive.platform.services import audit, jobs, nodes
@@ -101,16 +101,18 @@ async def heartbeat(request: Request) -> dict[str, Any]:
     return {"ok": True}
 
 
-@router.get("/jobs")
-async def poll(request: Request, wait: float = Query(default=20.0, ge=0, le=120)) -> dict[str, Any]:
+async def _long_poll(request: Request, wait: float,
+                     first: Callable[[Session, nodes.NodeRef], tuple[str, T, list[dict[str, Any]]]],
+                     committed: Callable[[str, T], None] | None = None) -> tuple[T, list[dict[str, Any]]]:
+    """Authenticate and run ``first`` (which also claims jobs); if nothing was claimed, hold the request until a
+    job for this node is queued (woken at once) or the wait ends."""
     db, settings, hub = get_db(request), get_settings(request), get_hub(request)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.long_poll_s)
-
-    def first(s: Session, node: nodes.NodeRef) -> tuple[str, list[dict[str, Any]]]:
-        return node.node_id, jobs.claim(s, node.node_id, settings.redeliver_s)
-
-    node_id, found = await signed(request, db, settings.signature_window_s, first)
+    hub.clear(node_key(request.headers.get("x-incisive-node", "")))  # a job queued from now on wakes us
+    node_id, extra, found = await signed(request, db, settings.signature_window_s, first)
+    if committed is not None:
+        committed(node_id, extra)
     event = hub.event(node_key(node_id))
 
     def claim() -> list[dict[str, Any]]:
@@ -119,13 +121,60 @@ async def poll(request: Request, wait: float = Query(default=20.0, ge=0, le=120)
             return jobs.claim(s, node_id, settings.redeliver_s)
 
     while not found:
-        event.clear()
         remaining = deadline - loop.time()
         if remaining <= 0:
             break
-        await hub.wait(event, min(remaining, 1.0))
+        await hub.wait(event, min(remaining, 5.0))  # woken at once by a new job or a revocation here
+        event.clear()
         found = await run_in_threadpool(claim)
+    return extra, found
+
+
+@router.get("/jobs")
+async def poll(request: Request, wait: float = Query(default=20.0, ge=0, le=120)) -> dict[str, Any]:
+    """Long-poll for jobs (signed)."""
+    redeliver_s = get_settings(request).redeliver_s
+
+    def first(s: Session, node: nodes.NodeRef) -> tuple[str, None, list[dict[str, Any]]]:
+        return node.node_id, None, jobs.claim(s, node.node_id, redeliver_s)
+
+    _none, found = await _long_poll(request, wait, first)
     return {"jobs": found}
+
+
+class Exchange(BaseModel):
+    results: dict[Annotated[str, Field(max_length=64)], Result] = Field(default_factory=dict, max_length=100)
+
+
+@router.post("/exchange")
+async def exchange(request: Request, wait: float = Query(default=20.0, ge=0, le=120)) -> dict[str, Any]:
+    """Deliver results and long-poll for jobs in one signed request; ``acked`` lists the results stored."""
+    hub, redeliver_s = get_hub(request), get_settings(request).redeliver_s
+    try:
+        body: Exchange | None = Exchange.model_validate_json(await request.body() or b"{}")
+    except ValidationError:
+        body = None
+
+    def first(s: Session, node: nodes.NodeRef) -> tuple[str, tuple[list[str], list[str]], list[dict[str, Any]]]:
+        if body is None:
+            raise BadRequest("invalid exchange body")
+        acked, queries = [], []
+        for job_id, res in body.results.items():
+            try:
+                query_id = jobs.submit(s, node.node_id, job_id, res.model_dump())
+            except NotFound:
+                query_id = None  # not ours or unknown: acknowledged so that the node drops it
+            acked.append(job_id)
+            if query_id:
+                queries.append(query_id)
+        return node.node_id, (acked, queries), jobs.claim(s, node.node_id, redeliver_s)
+
+    def answered(node_id: str, extra: tuple[list[str], list[str]]) -> None:
+        for query_id in extra[1]:  # stored and committed: the waiting queries can finish
+            hub.answer(query_id, node_id)
+
+    (acked, _queries), found = await _long_poll(request, wait, first, answered)
+    return {"acked": acked, "jobs": found}
 
 
 @router.post("/jobs/{job_id}/result")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import lambda_stmt, or_, select, update
 from sqlalchemy.orm import Session
 
 from incisive.platform.errors import NotFound
@@ -31,11 +31,13 @@ def claim(s: Session, node_id: str, redeliver_s: float, limit: int = 20) -> list
     """Jobs to hand to a node now: pending ones, and delivered ones unanswered for ``redeliver_s``."""
     now = utcnow()
     stale = now - timedelta(seconds=redeliver_s)
-    rows = s.scalars(
-        select(Job).where(Job.node_id == node_id, Job.expires_at > now,
-                          or_(Job.status == "pending", (Job.status == "delivered") & (Job.delivered_at < stale)))
+    # lambda_stmt: built and cache-keyed once (this runs on every agent poll); the closure values are bound
+    rows = s.scalars(lambda_stmt(
+        lambda: select(Job).where(Job.node_id == node_id, Job.expires_at > now,
+                                  or_(Job.status == "pending",
+                                      (Job.status == "delivered") & (Job.delivered_at < stale)))
         .order_by(Job.created_at).limit(limit)
-    ).all()
+    )).all()
     out = []
     for job in rows:
         job.status, job.delivered_at, job.deliveries = "delivered", now, job.deliveries + 1

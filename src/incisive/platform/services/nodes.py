@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, lambda_stmt, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -61,6 +61,12 @@ def enrol(s: Session, token: str, node_id: str, provider: str, public_key: str) 
     return {"node_id": node_id, "name": invite.name}
 
 
+_NONCE_INSERT = {  # built once: this runs on every signed request
+    name: insert(SeenNonce.__table__).on_conflict_do_nothing().returning(SeenNonce.id)  # type: ignore[arg-type]
+    for name, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+}
+
+
 @dataclass(frozen=True)
 class NodeRef:
     """The verified sender of an agent request (light: the hot path loads no JSON columns)."""
@@ -74,10 +80,8 @@ def _insert_nonce(s: Session, node_id: str, nonce: str, now: datetime) -> bool:
     values = {"node_id": node_id, "nonce": nonce, "seen_at": now}
     dialect = s.get_bind().dialect.name
     if dialect in ("sqlite", "postgresql"):
-        insert = sqlite_insert if dialect == "sqlite" else pg_insert
-        table = SeenNonce.__table__
-        stmt = insert(table).values(**values).on_conflict_do_nothing().returning(SeenNonce.id)  # type: ignore[arg-type]
-        return s.connection().execute(stmt).first() is not None
+        stmt = _NONCE_INSERT[dialect]
+        return s.connection().execute(stmt, values).first() is not None
     try:  # pragma: no cover - other databases
         with s.begin_nested():
             s.add(SeenNonce(**values))
@@ -97,8 +101,8 @@ def authenticate_request(s: Session, headers: dict[str, str], method: str, path:
         raise Unauthorized("missing signature headers")
     if not NONCE.fullmatch(nonce) or not timestamp.isdigit() or len(node_id) > 63:
         raise Unauthorized("malformed signature headers")
-    row = s.execute(select(Node.id, Node.public_key, Node.revoked_at, Node.last_seen)
-                    .where(Node.node_id == node_id)).first()
+    row = s.execute(lambda_stmt(lambda: select(Node.id, Node.public_key, Node.revoked_at, Node.last_seen)
+                                .where(Node.node_id == node_id))).first()
     if row is None:
         raise Unauthorized("unknown node")
     if row.revoked_at is not None:
@@ -112,7 +116,8 @@ def authenticate_request(s: Session, headers: dict[str, str], method: str, path:
         raise Unauthorized("replayed request (nonce already used)")
     seen = aware(row.last_seen)
     if seen is None or (now - seen).total_seconds() > LAST_SEEN_GRANULARITY_S:
-        s.execute(update(Node).where(Node.id == row.id).values(last_seen=now))
+        node_pk = row.id
+        s.execute(lambda_stmt(lambda: update(Node).where(Node.id == node_pk).values(last_seen=now)))
     return NodeRef(row.id, node_id)
 
 
@@ -168,7 +173,7 @@ def active_nodes(s: Session) -> list[Node]:
 
 def authenticate_known(s: Session, node_id: str) -> None:
     """Re-check the node of an already verified request for revocation (read only)."""
-    row = s.execute(select(Node.revoked_at).where(Node.node_id == node_id)).first()
+    row = s.execute(lambda_stmt(lambda: select(Node.revoked_at).where(Node.node_id == node_id))).first()
     if row is None:
         raise Unauthorized("unknown node")
     if row.revoked_at is not None:
