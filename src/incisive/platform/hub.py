@@ -15,6 +15,19 @@ class Hub:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._events: dict[str, asyncio.Event] = {}
         self._answers: dict[str, set[str]] = {}
+        self._generation: dict[str, int] = {}  # per node: bumped whenever a job may have been queued for it
+        self._idle: dict[str, int] = {}  # node -> generation at which a claim found nothing
+
+    def generation(self, node_id: str) -> int:
+        return self._generation.get(node_id, 0)
+
+    def idle(self, node_id: str) -> bool:
+        """True when a claim for this node found nothing and no job was queued since: skip the database."""
+        return self._idle.get(node_id) == self.generation(node_id)
+
+    def mark_idle(self, node_id: str, generation: int) -> None:
+        if generation == self.generation(node_id):
+            self._idle[node_id] = generation
 
     def bind(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -29,6 +42,11 @@ class Hub:
         ev = self._events.get(name)
         if ev is not None:
             ev.clear()
+
+    def job_queued(self, node_id: str) -> None:
+        """Called on the event loop after jobs for ``node_id`` are committed."""
+        self._generation[node_id] = self.generation(node_id) + 1
+        self.notify(node_key(node_id))
 
     def notify(self, name: str) -> None:
         loop = self.loop

@@ -102,17 +102,22 @@ async def heartbeat(request: Request) -> dict[str, Any]:
 
 
 async def _long_poll(request: Request, wait: float,
-                     first: Callable[[Session, nodes.NodeRef], tuple[str, T, list[dict[str, Any]]]],
+                     first: Callable[[Session, nodes.NodeRef, bool], tuple[str, T, list[dict[str, Any]]]],
                      committed: Callable[[str, T], None] | None = None) -> tuple[T, list[dict[str, Any]]]:
     """Authenticate and run ``first`` (which also claims jobs); if nothing was claimed, hold the request until a
     job for this node is queued (woken at once) or the wait ends."""
     db, settings, hub = get_db(request), get_settings(request), get_hub(request)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(wait, settings.long_poll_s)
-    hub.clear(node_key(request.headers.get("x-incisive-node", "")))  # a job queued from now on wakes us
-    node_id, extra, found = await signed(request, db, settings.signature_window_s, first)
+    claimed = request.headers.get("x-incisive-node", "")
+    hub.clear(node_key(claimed))  # a job queued from now on wakes us
+    generation = hub.generation(claimed)
+    skip = hub.idle(claimed)  # nothing queued since the last empty claim: no need to ask the database
+    node_id, extra, found = await signed(request, db, settings.signature_window_s, lambda s, n: first(s, n, skip))
     if committed is not None:
         committed(node_id, extra)
+    if not found and not skip:
+        hub.mark_idle(node_id, generation)
     event = hub.event(node_key(node_id))
 
     def claim() -> list[dict[str, Any]]:
@@ -126,7 +131,10 @@ async def _long_poll(request: Request, wait: float,
             break
         await hub.wait(event, min(remaining, 5.0))  # woken at once by a new job or a revocation here
         event.clear()
+        generation = hub.generation(node_id)
         found = await run_in_threadpool(claim)
+        if not found:
+            hub.mark_idle(node_id, generation)
     return extra, found
 
 
@@ -135,8 +143,8 @@ async def poll(request: Request, wait: float = Query(default=20.0, ge=0, le=120)
     """Long-poll for jobs (signed)."""
     redeliver_s = get_settings(request).redeliver_s
 
-    def first(s: Session, node: nodes.NodeRef) -> tuple[str, None, list[dict[str, Any]]]:
-        return node.node_id, None, jobs.claim(s, node.node_id, redeliver_s)
+    def first(s: Session, node: nodes.NodeRef, skip: bool) -> tuple[str, None, list[dict[str, Any]]]:
+        return node.node_id, None, [] if skip else jobs.claim(s, node.node_id, redeliver_s)
 
     _none, found = await _long_poll(request, wait, first)
     return {"jobs": found}
@@ -155,7 +163,8 @@ async def exchange(request: Request, wait: float = Query(default=20.0, ge=0, le=
     except ValidationError:
         body = None
 
-    def first(s: Session, node: nodes.NodeRef) -> tuple[str, tuple[list[str], list[str]], list[dict[str, Any]]]:
+    def first(s: Session, node: nodes.NodeRef,
+              skip: bool) -> tuple[str, tuple[list[str], list[str]], list[dict[str, Any]]]:
         if body is None:
             raise BadRequest("invalid exchange body")
         acked, queries = [], []
@@ -167,7 +176,7 @@ async def exchange(request: Request, wait: float = Query(default=20.0, ge=0, le=
             acked.append(job_id)
             if query_id:
                 queries.append(query_id)
-        return node.node_id, (acked, queries), jobs.claim(s, node.node_id, redeliver_s)
+        return node.node_id, (acked, queries), [] if skip else jobs.claim(s, node.node_id, redeliver_s)
 
     def answered(node_id: str, extra: tuple[list[str], list[str]]) -> None:
         for query_id in extra[1]:  # stored and committed: the waiting queries can finish

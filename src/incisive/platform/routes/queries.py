@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from incisive.common.federated import MAX_FILTER_VALUE, MAX_GROUP_FIELDS
 from incisive.platform.errors import Unauthorized
-from incisive.platform.hub import node_key, query_key
+from incisive.platform.hub import query_key
 from incisive.platform.models import User
 from incisive.platform.routes.deps import Db, HubDep, Principal, Settings, require
 from incisive.platform.services import queries
@@ -50,7 +50,7 @@ async def _run(kind: str, params: dict[str, Any], timeout_s: float | None, princ
 
     started = await run_in_threadpool(start)
     for node_id in started.waiting:
-        hub.notify(node_key(node_id))
+        hub.job_queued(node_id)
     loop = asyncio.get_running_loop()
     limit = min(timeout_s or settings.query_timeout_s, settings.query_timeout_s)
     deadline = loop.time() + limit
