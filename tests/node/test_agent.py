@@ -218,3 +218,17 @@ def test_policy_refusals_happen_on_the_node(node: Node) -> None:
     result = run_job(node, job)  # the job asked for k=2; the node's k=50 wins
     assert result["status"] == "ok" and result["result"]["k"] == 50
     assert all(c["count"] is None for c in result["result"]["cells"])
+
+
+def test_heartbeat_health_has_readiness_and_backup(node: Node, platform: tuple[Platform, ThreadedServer]) -> None:
+    p, server = platform
+    enrol(node, server.url, invite(p))
+    agent = Agent(node, fast_settings(node, readiness_interval_s=3600))
+    try:
+        health = agent.health()
+    finally:
+        agent.client.close()
+        agent.state.close()
+    assert health["readiness"]["profile"] and "fail" in health["readiness"]
+    assert "backup_age_days" in health and health["disk_free_bytes"] > 0
+    assert health["data"]["patients"] > 0 and health["policy"]["min_cell_count"] == 5
