@@ -35,7 +35,7 @@ incisive node quality --html "$out/quality.html"
 
 step "8. Integrity: fsck, then a flipped byte is caught"
 incisive node fsck
-victim=$(find "$out/node/store/objects" -type f | sort | head -n1)
+victim=$(find "$out/node/store/objects" -type f -print -quit)
 python3 - "$victim" <<'PY'
 import sys
 p = sys.argv[1]
@@ -46,13 +46,48 @@ incisive node fsck --repair --json >/dev/null
 incisive node import "$out/cohort/dicom" --json >/dev/null
 incisive node fsck
 
-step "9. No original PHI value anywhere in the node (byte scan of store, catalogue, logs)"
+step "9. DICOM network: the node as a PACS peer (C-ECHO, C-STORE, C-FIND) and DICOMweb"
+export INCISIVE_ALLOWED_AES='["ECHOSCU","STORESCU","FINDSCU"]' TCP_NODELAY=1
+incisive node serve --dicom-port 0 --http-port 0 > "$out/serve.log" 2>&1 &
+serve_pid=$!
+trap 'kill $serve_pid 2>/dev/null || true' EXIT
+for _ in $(seq 120); do [ -s "$out/node/run/serve.json" ] && break; sleep 0.5; done
+read -r dport hport < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["dicom_port"], d["http_port"])' "$out/node/run/serve.json")
+echo "DICOM port $dport, HTTP port $hport"
+dcmtk=/usr/bin  # dcmtk's tools (the venv also has pynetdicom's apps under the same names)
+if [ -x $dcmtk/storescu ]; then
+  incisive demo-data "$out/pacs" --patients 3 --seed 99 >/dev/null
+  $dcmtk/echoscu -aec INCISIVE 127.0.0.1 "$dport" && echo "C-ECHO ok"
+  $dcmtk/storescu -aec INCISIVE +sd +r 127.0.0.1 "$dport" "$out/pacs/dicom" && echo "C-STORE of $(find "$out/pacs/dicom" -type f | wc -l) instances ok (each de-identified before the response)"
+  $dcmtk/findscu -aec INCISIVE -S -k QueryRetrieveLevel=STUDY -k PatientID -k StudyDate -k StudyInstanceUID 127.0.0.1 "$dport" 2>&1 \
+    | grep -c "StudyInstanceUID" | xargs -I{} echo "C-FIND: {} pseudonymised studies"
+else
+  echo "(dcmtk not installed: skipping echoscu/storescu/findscu)"
+fi
+token=$(incisive node token create --role viewer --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$hport/dicom-web/studies?limit=3" \
+  | python3 -c 'import json,sys; d=json.load(sys.stdin); print("QIDO-RS:", len(d), "studies, first PatientID", d[0]["00100020"]["Value"][0])'
+kill $serve_pid; wait $serve_pid 2>/dev/null || true; trap - EXIT
+
+step "10. Backup: exact replica to an external drive, verify, restore, fsck the restored node"
+mkdir -p "$out/backup-disk"   # stands in for a mounted USB or network drive
+incisive backup target add usb "$out/backup-disk"
+incisive backup run usb --verify
+incisive backup list usb
+incisive backup restore latest --to "$out/restored"
+incisive node fsck --home "$out/restored"
+incisive node status || true
+
+step "11. No original PHI value anywhere the node wrote (store, catalogue, logs, backup, restored copy)"
 python3 - "$out" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
-phi = [v.encode() for v in json.loads((out / "cohort/phi_manifest.json").read_text()) if len(v) >= 4]
-key = out / "node/secrets/pseudonym.key"
-files = [p for p in (out / "node").rglob("*") if p.is_file() and p != key]
+phi = set()
+for manifest in out.glob("*/phi_manifest.json"):
+    phi.update(v.encode() for v in json.loads(manifest.read_text()) if len(v) >= 4)
+keys = {out / "node/secrets/pseudonym.key", out / "restored/secrets/pseudonym.key"}
+roots = [out / "node", out / "restored", out / "backup-disk"]
+files = [p for r in roots if r.exists() for p in r.rglob("*") if p.is_file() and p not in keys]
 leaks = [(str(p), v) for p in files for v in phi if v in p.read_bytes()]
 print(f"scanned {len(files)} files for {len(phi)} PHI values: {len(leaks)} found")
 sys.exit(1 if leaks else 0)
