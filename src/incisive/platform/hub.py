@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 
 class Hub:
@@ -17,6 +18,25 @@ class Hub:
         self._answers: dict[str, set[str]] = {}
         self._generation: dict[str, int] = {}  # per node: bumped whenever a job may have been queued for it
         self._idle: dict[str, int] = {}  # node -> generation at which a claim found nothing
+        self._waiters: dict[str, int] = {}  # node -> long-polls of it waiting now
+        self._inbox: dict[str, list[dict[str, Any]]] = {}  # jobs handed over in memory (already marked delivered)
+
+    def waiting_nodes(self) -> set[str]:
+        return {node for node, n in self._waiters.items() if n > 0}
+
+    def enter_wait(self, node_id: str) -> None:
+        self._waiters[node_id] = self._waiters.get(node_id, 0) + 1
+
+    def leave_wait(self, node_id: str) -> None:
+        self._waiters[node_id] = self._waiters.get(node_id, 1) - 1
+
+    def hand_over(self, node_id: str, job: dict[str, Any]) -> None:
+        """Give a job (recorded as delivered) to the node's waiting long-poll, or to its next request."""
+        self._inbox.setdefault(node_id, []).append(job)
+        self.notify(node_key(node_id))
+
+    def take(self, node_id: str) -> list[dict[str, Any]]:
+        return self._inbox.pop(node_id, [])
 
     def generation(self, node_id: str) -> int:
         return self._generation.get(node_id, 0)

@@ -118,6 +118,7 @@ async def _long_poll(request: Request, wait: float,
         committed(node_id, extra)
     if not found and not skip:
         hub.mark_idle(node_id, generation)
+    found = found + hub.take(node_id)
     event = hub.event(node_key(node_id))
 
     def claim() -> list[dict[str, Any]]:
@@ -125,16 +126,23 @@ async def _long_poll(request: Request, wait: float,
             nodes.authenticate_known(s, node_id)  # revoked while waiting: refused at once
             return jobs.claim(s, node_id, settings.redeliver_s)
 
-    while not found:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        await hub.wait(event, min(remaining, 5.0))  # woken at once by a new job or a revocation here
-        event.clear()
-        generation = hub.generation(node_id)
-        found = await run_in_threadpool(claim)
-        if not found:
-            hub.mark_idle(node_id, generation)
+    hub.enter_wait(node_id)
+    try:
+        while not found:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            woken = await hub.wait(event, min(remaining, 5.0))  # at once by a new job or a revocation here
+            event.clear()
+            found = hub.take(node_id)  # handed over in memory by a query of this process
+            if found or (woken and hub.idle(node_id)):
+                continue  # (every tick without a wake-up still asks the database: redelivery, revocation)
+            generation = hub.generation(node_id)
+            found = await run_in_threadpool(claim)
+            if not found:
+                hub.mark_idle(node_id, generation)
+    finally:
+        hub.leave_wait(node_id)
     return extra, found
 
 

@@ -46,11 +46,15 @@ async def _run(kind: str, params: dict[str, Any], timeout_s: float | None, princ
             user = s.get(User, principal.user_id)
             if user is None:
                 raise Unauthorized("user no longer exists")
-            return queries.start(s, user, kind, params, settings)
+            return queries.start(s, user, kind, params, settings, handed)
 
+    handed = hub.waiting_nodes()  # their long-polls get the job from memory, no database round trip
     started = await run_in_threadpool(start)
     for node_id in started.waiting:
-        hub.job_queued(node_id)
+        if node_id in handed:
+            hub.hand_over(node_id, started.jobs[node_id])
+        else:
+            hub.job_queued(node_id)
     loop = asyncio.get_running_loop()
     limit = min(timeout_s or settings.query_timeout_s, settings.query_timeout_s)
     deadline = loop.time() + limit

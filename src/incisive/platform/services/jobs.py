@@ -6,6 +6,8 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import lambda_stmt, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from incisive.platform.errors import NotFound
@@ -16,15 +18,20 @@ RESULT_STATUSES = ("ok", "refused", "error")
 
 
 def create(s: Session, query_id: str | None, kind: str, payload: dict[str, Any], node_ids: list[str],
-           ttl_s: float) -> dict[str, str]:
+           ttl_s: float, handed: set[str] | frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
+    """Queue one job per node; those for nodes in ``handed`` (a long-poll of theirs is waiting in this process)
+    are recorded as delivered and handed over in memory. Returns each node's job as sent to the agent."""
     now = utcnow()
-    jobs: dict[str, str] = {}
+    expires = now + timedelta(seconds=ttl_s)
+    out: dict[str, dict[str, Any]] = {}
     for node_id in node_ids:
-        job = Job(id=new_id(), query_id=query_id, node_id=node_id, kind=kind, payload=payload, status="pending",
-                  created_at=now, expires_at=now + timedelta(seconds=ttl_s), deliveries=0)
+        direct = node_id in handed
+        job = Job(id=new_id(), query_id=query_id, node_id=node_id, kind=kind, payload=payload,
+                  status="delivered" if direct else "pending", created_at=now, expires_at=expires,
+                  delivered_at=now if direct else None, deliveries=1 if direct else 0)
         s.add(job)
-        jobs[node_id] = job.id
-    return jobs
+        out[node_id] = {"id": job.id, "type": kind, "payload": payload, "expires_at": expires.isoformat()}
+    return out
 
 
 def claim(s: Session, node_id: str, redeliver_s: float, limit: int = 20) -> list[dict[str, Any]]:
@@ -46,17 +53,31 @@ def claim(s: Session, node_id: str, redeliver_s: float, limit: int = 20) -> list
     return out
 
 
+_RESULT_INSERT = {  # built once: first result wins, later copies are dropped by the database
+    name: insert(JobResult.__table__).on_conflict_do_nothing().returning(JobResult.job_id)  # type: ignore[arg-type]
+    for name, insert in (("sqlite", sqlite_insert), ("postgresql", pg_insert))
+}
+
+
 def submit(s: Session, node_id: str, job_id: str, body: dict[str, Any]) -> str | None:
     """Store a result (idempotent: later copies are acknowledged and dropped); returns the job's query id."""
-    job = s.get(Job, job_id)
-    if job is None or job.node_id != node_id:
+    row = s.execute(lambda_stmt(lambda: select(Job.node_id, Job.query_id).where(Job.id == job_id))).first()
+    if row is None or row.node_id != node_id:
         raise NotFound("no such job for this node")
-    if s.get(JobResult, job_id) is None:
-        status = body.get("status")
-        s.add(JobResult(job_id=job_id, node_id=node_id, status=status if status in RESULT_STATUSES else "error",
-                        body=body, received_at=utcnow()))
-        job.status = "done"
-    return job.query_id
+    status = body.get("status")
+    values = {"job_id": job_id, "node_id": node_id, "status": status if status in RESULT_STATUSES else "error",
+              "body": body, "received_at": utcnow()}
+    statement = _RESULT_INSERT.get(s.get_bind().dialect.name)
+    if statement is None:  # pragma: no cover - other databases
+        if s.get(JobResult, job_id) is not None:
+            return str(row.query_id) if row.query_id else None
+        s.add(JobResult(**values))
+        stored = True
+    else:
+        stored = s.connection().execute(statement, values).first() is not None
+    if stored:
+        s.execute(lambda_stmt(lambda: update(Job).where(Job.id == job_id).values(status="done")))
+    return str(row.query_id) if row.query_id else None
 
 
 def results(s: Session, query_id: str) -> dict[str, dict[str, Any]]:

@@ -26,6 +26,7 @@ class Started:
     k: int
     waiting: list[str]
     status: dict[str, str] = field(default_factory=dict)
+    jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _targets(s: Session, wanted: list[str] | None, offline_s: float) -> tuple[list[str], dict[str, str]]:
@@ -41,7 +42,8 @@ def _targets(s: Session, wanted: list[str] | None, offline_s: float) -> tuple[li
     return [n for n in chosen if n not in status], status
 
 
-def start(s: Session, user: User, kind: str, params: dict[str, Any], settings: PlatformSettings) -> Started:
+def start(s: Session, user: User, kind: str, params: dict[str, Any], settings: PlatformSettings,
+          handed: set[str] | frozenset[str] = frozenset()) -> Started:
     try:
         if kind == "count":
             by = parse_fields(params.get("by") or [])
@@ -71,8 +73,8 @@ def start(s: Session, user: User, kind: str, params: dict[str, Any], settings: P
     recorded = {**payload, "epsilon": epsilon, "nodes": params.get("nodes")}
     s.add(Query(id=query_id, user_id=user.id, kind=kind, params=recorded, created_at=utcnow()))
     s.flush()
-    jobs.create(s, query_id, kind, payload, waiting, settings.query_timeout_s)
-    return Started(query_id, kind, recorded, k, waiting, status)
+    created = jobs.create(s, query_id, kind, payload, waiting, settings.query_timeout_s, handed)
+    return Started(query_id, kind, recorded, k, waiting, status, created)
 
 
 def finish(s: Session, started: Started, user: User) -> dict[str, Any]:
