@@ -85,8 +85,8 @@ def test_node_that_never_answers_is_missing_within_timeout(api: Api) -> None:
     thread = answer_jobs(talker, cells, stop)
     try:
         started = time.monotonic()
-        r = count(api, {"by": ["modality"], "timeout_s": 1.5})
-        assert time.monotonic() - started < 10
+        r = count(api, {"by": ["modality"], "timeout_s": 4})
+        assert time.monotonic() - started < 20
     finally:
         stop.set()
         thread.join(5)
