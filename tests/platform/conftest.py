@@ -19,7 +19,7 @@ from incisive.platform.home import Platform
 from incisive.platform.rbac import Role
 from incisive.platform.services import nodes, users
 
-FAST = {"port": 0, "query_timeout_s": 3.0, "long_poll_s": 1.0, "redeliver_s": 1.0, "node_offline_s": 60.0}
+FAST = {"port": 0, "query_timeout_s": 10.0, "long_poll_s": 1.0, "redeliver_s": 1.0, "node_offline_s": 60.0}
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
