@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import re
 
+from incisive.node.backup import raid
 from incisive.node.check.model import Facts
 from incisive.node.check.profiles import CheckContext
 from incisive.node.check.system import System
 
-_ARRAY = re.compile(r"^(md\w+)\s*:\s*(\w+)\s+(?:\(\w+\)\s+)?(raid\d+|linear|multipath)?")
-_STATUS = re.compile(r"\[(\d+)/(\d+)\]\s+\[([U_]+)\]")
-
 
 def parse_mdstat(text: str) -> list[Facts]:
+    """The readiness view of /proc/mdstat, from the backup feature's parser (one parser for both)."""
     arrays: list[Facts] = []
-    current: Facts | None = None
-    for line in text.splitlines():
-        match = _ARRAY.match(line)
-        if match:
-            current = {"name": match.group(1), "state": match.group(2), "level": match.group(3),
-                       "devices": None, "working": None, "degraded": False, "rebuilding": False}
-            arrays.append(current)
-            continue
-        if current is None:
-            continue
-        status = _STATUS.search(line)
-        if status:
-            total, working = int(status.group(1)), int(status.group(2))
-            current.update(devices=total, working=working, degraded=working < total or "_" in status.group(3))
-        if re.search(r"\b(recovery|resync|reshape|rebuild)\b", line):
-            current["rebuilding"] = True
+    for a in raid.parse_mdstat(text):
+        short = a["working"] is not None and a["devices"] is not None and a["working"] < a["devices"]
+        arrays.append({
+            "name": a["name"], "state": a["state"], "level": a["level"], "devices": a["devices"],
+            "working": a["working"], "degraded": short or "_" in (a["map"] or "") or bool(a["failed_members"]),
+            "rebuilding": a["sync"] in ("recovery", "resync", "reshape"),
+        })
     return arrays
 
 
