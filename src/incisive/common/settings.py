@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -25,11 +25,45 @@ CONFIG_NAME = "incisive.toml"
 NODE_HOME_ENV = "INCISIVE_NODE"
 
 
-class NodeSettings(BaseSettings):
+class TomlSettings(BaseSettings):
+    """Settings read from one TOML file and environment variables (environment wins over the file).
+
+    Subclasses set ``model_config`` (their ``INCISIVE_*`` prefix) and call :meth:`from_file`.
+    """
+
+    _toml_path: ClassVar[Path | None] = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
+        return tuple(sources)
+
+    @classmethod
+    def from_file(cls, path: Path, what: str = "settings", **values: Any) -> Self:
+        """Build from ``path`` (+ environment, + ``values``); a :class:`ConfigError` naming every bad field."""
+        cls._toml_path = path
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"invalid {what} in {path}: {problems}") from None
+        finally:
+            cls._toml_path = None
+
+
+class NodeSettings(TomlSettings):
     """Everything a node needs to know about itself."""
 
     model_config = SettingsConfigDict(env_prefix="INCISIVE_", extra="ignore")
-    _toml_path: ClassVar[Path | None] = None
 
     provider: str = Field(description="Data provider (hospital) name")
     node_id: str = Field(description="Short identifier of this node, [a-z0-9-]")
@@ -63,19 +97,6 @@ class NodeSettings(BaseSettings):
             raise ValueError("node_id must be lower-case letters, digits and '-' (max 63)")
         return value
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if cls._toml_path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
-        return tuple(sources)
 
     @property
     def effective_catalogue_url(self) -> str:
@@ -92,14 +113,7 @@ class NodeSettings(BaseSettings):
         path = home / CONFIG_NAME
         if not path.is_file():
             raise ConfigError(f"{home} is not an incisive node (no {CONFIG_NAME}); run 'incisive node init'")
-        cls._toml_path = path
-        try:
-            return cls(home=home, **overrides)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"invalid settings in {path}: {problems}") from None
-        finally:
-            cls._toml_path = None
+        return cls.from_file(path, home=home, **overrides)
 
     def to_toml(self) -> str:
         """The persisted part of the settings (home is implied by the file's location)."""

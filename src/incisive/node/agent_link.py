@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
 
 from incisive.common import signing
 from incisive.common.errors import ConfigError, IncisiveError, InputError
-from incisive.common.settings import _toml_value
+from incisive.common.settings import TomlSettings, _toml_value
 from incisive.node.audit_log import NodeAudit
 from incisive.node.home import Node
 
@@ -29,11 +29,10 @@ AGENT_DIR = "agent"
 AGENT_CONFIG = "agent.toml"
 
 
-class AgentSettings(BaseSettings):
+class AgentSettings(TomlSettings):
     """Link settings: ``agent.toml`` plus ``INCISIVE_AGENT_*`` environment variables (environment wins)."""
 
     model_config = SettingsConfigDict(env_prefix="INCISIVE_AGENT_", extra="ignore")
-    _toml_path: ClassVar[Path | None] = None
 
     platform_url: str = Field(description="Base URL of the platform")
     node_id: str = Field(description="This node's id at the platform")
@@ -44,33 +43,13 @@ class AgentSettings(BaseSettings):
     readiness_interval_s: float = Field(default=3600.0, ge=0, description="Re-run the readiness check (0 = never)")
     verify_tls: bool = Field(default=True, description="Verify the platform's TLS certificate")
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if cls._toml_path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
-        return tuple(sources)
 
     @classmethod
     def load(cls, home: Path) -> AgentSettings:
         path = home / AGENT_DIR / AGENT_CONFIG
         if not path.is_file():
             raise ConfigError("this node is not enrolled with a platform; run 'incisive node enrol URL --token …'")
-        cls._toml_path = path
-        try:
-            return cls()
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"invalid agent settings in {path}: {problems}") from None
-        finally:
-            cls._toml_path = None
+        return cls.from_file(path, "agent settings")
 
 
 def agent_key_path(node: Node) -> Path:

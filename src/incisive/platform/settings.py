@@ -5,26 +5,22 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
 
 from incisive.common.errors import ConfigError
-from incisive.common.settings import _toml_value
+from incisive.common.settings import TomlSettings, _toml_value
 
 PLATFORM_CONFIG = "platform.toml"
 PLATFORM_HOME_ENV = "INCISIVE_PLATFORM"
 
 
-class PlatformSettings(BaseSettings):
+class PlatformSettings(TomlSettings):
     model_config = SettingsConfigDict(env_prefix="INCISIVE_PLATFORM_", extra="ignore")
-    _toml_path: ClassVar[Path | None] = None
 
     home: Path = Field(description="Platform directory")
     db_url: str = Field(default="", description="SQLAlchemy URL; empty = SQLite platform.db in the directory")
@@ -40,19 +36,6 @@ class PlatformSettings(BaseSettings):
     min_cell_count: int = Field(default=5, ge=1, description="Platform-wide minimum k (nodes may demand more)")
     default_dp_budget: float = Field(default=10.0, ge=0, description="Privacy budget (sum of epsilon) per researcher")
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        if cls._toml_path is not None:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_path))
-        return tuple(sources)
 
     @property
     def effective_db_url(self) -> str:
@@ -65,14 +48,7 @@ class PlatformSettings(BaseSettings):
         if not path.is_file():
             raise ConfigError(f"{home} is not an incisive platform (no {PLATFORM_CONFIG}); "
                               "run 'incisive platform init'")
-        cls._toml_path = path
-        try:
-            return cls(home=home, **overrides)
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise ConfigError(f"invalid settings in {path}: {problems}") from None
-        finally:
-            cls._toml_path = None
+        return cls.from_file(path, home=home, **overrides)
 
     def to_toml(self) -> str:
         lines = ["# incisive platform configuration; INCISIVE_PLATFORM_<NAME> environment variables override it"]
