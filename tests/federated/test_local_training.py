@@ -69,7 +69,7 @@ def test_lesion_cnn_learns_on_synthetic_cohort(sqlite_node, tmp_path: Path) -> N
     cut = int(len(idx) * 0.7)
     tr, te = idx[:cut], idx[cut:]
     before = engine.evaluate(model, data.x[te], data.y[te])["accuracy"]
-    engine.train(model, data.x[tr], data.y[tr], epochs=15, lr=0.003, batch_size=16)
+    engine.train(model, data.x[tr], data.y[tr], epochs=40, lr=0.003, batch_size=16)
     after = engine.evaluate(model, data.x[te], data.y[te])
     assert after["accuracy"] >= 0.8 and after["auc"] > 0.85, (before, after)
 
