@@ -62,14 +62,22 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def alembic_config() -> Config:
+def alembic_config(location: str = MIGRATIONS) -> Config:
     cfg = Config()
-    cfg.set_main_option("script_location", MIGRATIONS)
+    cfg.set_main_option("script_location", location)
     return cfg
 
 
 class Catalogue:
-    """Owns the engine and hands out sessions; ``migrate()`` brings the schema to the latest revision."""
+    """Owns the engine and hands out sessions; ``migrate()`` brings the schema to the latest revision.
+
+    Also the base of the platform's database (:class:`incisive.platform.db.PlatformDb`), which only changes the
+    three class attributes below.
+    """
+
+    migrations: str = MIGRATIONS
+    what: str = "catalogue"
+    migrate_command: str = "incisive node migrate"
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -81,7 +89,7 @@ class Catalogue:
         return self.engine.dialect.name
 
     def migrate(self) -> None:
-        cfg = alembic_config()
+        cfg = alembic_config(self.migrations)
         try:
             with self.engine.begin() as conn:
                 cfg.attributes["connection"] = conn
@@ -91,7 +99,7 @@ class Catalogue:
 
     def check_current(self) -> None:
         """Raise a clear error if the database is unreachable or not at the latest schema revision."""
-        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+        head = ScriptDirectory.from_config(alembic_config(self.migrations)).get_current_head()
         try:
             with self.engine.connect() as conn:
                 current = MigrationContext.configure(conn).get_current_revision()
@@ -99,13 +107,13 @@ class Catalogue:
             raise CatalogueUnavailable(self._unavailable(exc)) from None
         if current != head:
             raise ConfigError(
-                f"catalogue at {safe_url(self.url)} is at schema revision {current}, expected {head}; "
-                "run 'incisive node migrate'"
+                f"{self.what} at {safe_url(self.url)} is at schema revision {current}, expected {head}; "
+                f"run '{self.migrate_command}'"
             )
 
     def _unavailable(self, exc: OperationalError) -> str:
         reason = str(exc.orig).strip().splitlines()[0] if exc.orig else "connection failed"
-        return f"cannot open the catalogue at {safe_url(self.url)}: {reason}"
+        return f"cannot open the {self.what} at {safe_url(self.url)}: {reason}"
 
     @contextmanager
     def session(self) -> Iterator[Session]:
