@@ -79,6 +79,15 @@ class Proc:
             self.popen.wait(5)
 
 
+def supernode_argv(superlink: str, node_dir: Path) -> list[str]:
+    """The ``flower-supernode`` command line for one node directory, dialling out to ``superlink`` (host:port).
+
+    The one place SuperNode arguments are built: :class:`Federation` (launcher, tests) and the node agent use it."""
+    return [str(BIN / "flower-supernode"), "--insecure", "--superlink", superlink,
+            "--host", "127.0.0.1", "--port", str(free_port()),
+            "--node-config", f'node-dir="{node_dir.resolve()}"']
+
+
 @dataclass
 class Federation:
     """A SuperLink and its SuperNodes; use as a context manager so every process is stopped."""
@@ -129,10 +138,7 @@ class Federation:
         """A SuperNode for one node directory; it dials out to the SuperLink (no inbound port at the node)."""
         if not self.port:
             raise FlowerError("start the SuperLink first")
-        proc = self._spawn(f"supernode-{name}", [
-            str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}",
-            "--host", "127.0.0.1", "--port", str(free_port()),
-            "--node-config", f'node-dir="{node_dir.resolve()}"'])
+        proc = self._spawn(f"supernode-{name}", supernode_argv(f"127.0.0.1:{self.port}", node_dir))
         self.supernodes[name] = proc
         return proc
 
