@@ -151,3 +151,26 @@ class ApiToken(Base):
     label: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class InferenceResult(Base):
+    """One item scored by ``incisive infer`` at this node (a slice, or a patient's clinical row); stays here.
+
+    ``run_id`` groups the rows of one inference run; ``sr_sop_uid`` is the DICOM SR written for the item's
+    series (itself catalogued as an instance of modality SR), when one was written.
+    """
+
+    __tablename__ = "inference_result"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32), index=True)
+    model: Mapped[str] = mapped_column(String(128), index=True)  # NAME:VERSION
+    bundle_digest: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(64))
+    pseudonym: Mapped[str | None] = mapped_column(String(32))
+    series_uid: Mapped[str | None] = mapped_column(String(64), index=True)
+    sop_uid: Mapped[str | None] = mapped_column(String(64))
+    score: Mapped[float] = mapped_column(Float)
+    positive: Mapped[bool] = mapped_column(Boolean)
+    threshold: Mapped[float] = mapped_column(Float)
+    sr_sop_uid: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
