@@ -29,7 +29,7 @@ def test_show_and_set(sqlite_node: Node) -> None:
     assert r.exit_code == 0, r.output
     shown = json.loads(runner.invoke(app, ["node", "policy", "show", "--home", home, "--json"]).stdout)
     assert shown == {"participate": False, "job_types": ["count"], "researchers": ["rita", "bob"],
-                     "projects": ["p1"], "min_cell_count": 10}
+                     "projects": ["p1"], "min_cell_count": 10, "share_inference_summary": False}
     assert (sqlite_node.home / POLICY_FILE).exists()
     r = runner.invoke(app, ["node", "policy", "set", "--home", home, "--participate", "--researchers", ""])
     assert r.exit_code == 0

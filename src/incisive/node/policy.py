@@ -4,7 +4,10 @@
 * ``job_types``: accepted job types (``count``, ``summary``);
 * ``researchers`` / ``projects``: allowed requesters and projects (empty = any);
 * ``min_cell_count``: k; aggregate cells below k are suppressed here, before anything leaves the node. A job may
-  ask for a larger k, never a smaller one: the platform cannot override the node's policy.
+  ask for a larger k, never a smaller one: the platform cannot override the node's policy;
+* ``share_inference_summary``: whether the summary of a node-local inference run (counts and a score histogram,
+  suppressed below k; never per-item rows or UIDs) may go to the platform. Off by default; a bundle approved
+  with ``--share-inference-summary`` may share its own summaries even when this is off.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Policy(BaseModel):
     researchers: list[str] = Field(default_factory=list)
     projects: list[str] = Field(default_factory=list)
     min_cell_count: int = Field(default=5, ge=1, le=1000)
+    share_inference_summary: bool = False
 
     @field_validator("job_types")
     @classmethod
