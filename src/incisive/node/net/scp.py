@@ -2,6 +2,7 @@
 
 * Calling AEs must be on the node's allow-list (``allowed_aes``); others are rejected and logged (AE title
   and peer address only — no PHI). An empty list rejects everyone.
+* Associations run :mod:`incisive.node.net.reactor`'s event-driven loops (no 1 ms polling per message).
 * Every accepted socket gets ``TCP_NODELAY`` (see BENCHMARKS.md: without it loopback DIMSE pays ~40 ms per
   message to Nagle + delayed ACK).
 * A PDU longer than the negotiated maximum (plus slack) closes the association before it is read into memory.
@@ -44,7 +45,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from incisive.common.logging import get_logger
 from incisive.node.home import Node
-from incisive.node.net import find
+from incisive.node.net import find, reactor
 from incisive.node.net.receive import Receiver
 
 log = get_logger("net.scp")
@@ -141,6 +142,7 @@ class DicomServer:
 
     # -- handlers ------------------------------------------------------------------------------------------
     def _on_open(self, event: Any) -> None:
+        reactor.install(event.assoc)  # event-driven loops instead of pynetdicom's 1 ms polling
         sock: Any = event.assoc.dul.socket
         raw: socket.socket | None = getattr(sock, "socket", None)
         if raw is not None:
