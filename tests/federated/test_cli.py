@@ -42,8 +42,8 @@ def test_register_approve_plot_infer(make_nodes, workspace: Workspace, tmp_path:
     r = runner.invoke(app, ["infer", "--model", f"tabular-risk:1@{job.id}", "--node", str(node.home), "--json", *ws])
     assert r.exit_code == 0, r.output
     summary = json.loads(r.output)
-    assert summary["items"] == 569 and summary["shareable"] is False
-    assert (node.home / summary["results"]).exists()  # per-item results stay at the node
+    assert summary["items"] == 569 and summary["shareable"] is False and summary["summary"] is None
+    assert summary["sr_written"] == 0 and "inference_result" in summary["stored"]["catalogue"]  # tabular: rows only
     approval.revoke(node.home, "tabular-risk", "1")
     r = runner.invoke(app, ["infer", "--model", f"tabular-risk:1@{job.id}", "--node", str(node.home), *ws])
     assert r.exit_code != 0 and "not approved" in str(r.exception)

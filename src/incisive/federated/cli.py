@@ -142,6 +142,14 @@ def infer(model: Annotated[str, typer.Option(help="NAME:VERSION@JOB")],
         raise InputError(str(exc)) from None
     if json_out:
         print_json(summary)
+        return
+    console.print(f"{summary['items']} item(s) scored in {summary['series']} series, {summary['positive']} positive "
+                  f"(threshold {summary['threshold']:g}); model {summary['model']}@{summary['job']}")
+    console.print(f"results stay at the node: {summary['stored']['catalogue']}; {summary['stored']['dicom']}")
+    shared = summary["summary"]
+    if shared is None:
+        console.print("summary for the platform: withheld (node policy share_inference_summary = false)")
     else:
-        console.print(f"{summary['items']} scored, {summary['positive']} positive; results at the node in "
-                      f"{summary['results']}")
+        console.print(f"summary for the platform (k={shared['k']}, counts below k suppressed): "
+                      f"items {shared['items']}, positive {shared['positive']}, "
+                      f"histogram {shared['histogram']['counts']}")

@@ -1,16 +1,38 @@
-"""Training curves (JSON + PNG) and node-local inference."""
+"""Training curves (JSON + PNG) and node-local inference.
+
+Inference (:func:`infer`) runs at the node with an approved bundle and a trained model. Per-item results go to
+the node catalogue (table ``inference_result``) and, for image models, one DICOM Comprehensive 3D SR per scored
+series into the node's store (:mod:`incisive.federated.inference_sr`). Nothing is sent anywhere;
+:func:`shareable_summary` is the only thing that may leave the node, and only when its policy allows.
+"""
 
 from __future__ import annotations
 
 import json
+import secrets
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from highdicom import UID as hd_uid
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from incisive.common.logging import get_logger
 from incisive.federated import engine
 from incisive.federated.approval import approval, verified_local_bundle
 from incisive.federated.bundle import RegisteredBundle, load_task
+from incisive.federated.inference_sr import ModelRef, NotDeidentified, build_sr, read_sources, store_sr
 from incisive.federated.jobs import Job, now
+from incisive.node.catalogue.models import InferenceResult, Instance
+from incisive.node.catalogue.writer import now as db_now
 from incisive.node.home import Node
+from incisive.node.policy import load_policy
+
+log = get_logger("inference")
+THRESHOLD = 0.5  # unless the bundle's manifest sets params.threshold
+HISTOGRAM_BINS = 10
 
 
 def curves(job: Job) -> dict[str, Any]:
@@ -61,29 +83,130 @@ def plot(job: Job, out_dir: Path | None = None) -> tuple[Path, Path]:
     return json_path, png_path
 
 
-def infer(node: Node, bundle: RegisteredBundle, job: Job, series: list[str] | None = None) -> dict[str, Any]:
-    """Score this node's data with a trained model; results stay at the node. Returns a summary (counts only)."""
+def _split_key(key: str) -> tuple[str | None, str | None, str | None]:
+    """A bundle's item key → (pseudonym, series uid, sop uid): ``SERIES/SOP`` for images, a pseudonym otherwise."""
+    if "/" in key:
+        series_uid, sop_uid = key.split("/", 1)
+        return None, series_uid, sop_uid
+    return key, None, None
+
+
+def infer(node: Node, bundle: RegisteredBundle, job: Job, series: list[str] | None = None,
+          write_sr: bool = True) -> dict[str, Any]:
+    """Score this node's data with a trained model; results stay at the node. Returns a local report.
+
+    ``PermissionError`` when the bundle (this hash) is not approved here or does not declare ``infer``.
+    """
     m = bundle.manifest
     path = verified_local_bundle(node.home, m.name, m.version, bundle.digest)
     if path is None:
         raise PermissionError(f"bundle {m.ref} is not approved at this node")
     manifest = json.loads((path / "manifest.json").read_text())
+    if "infer" not in manifest.get("job_types", []):
+        raise PermissionError(f"bundle {m.ref} does not declare the 'infer' job type")
     task = load_task(path, bundle.digest)
     data = task.load_data(node, manifest, "all")
     keep = [i for i, k in enumerate(data.keys) if not series or k.split("/")[0] in series]
     model = task.build_model(manifest)
     engine.set_weights(model, job.load_model())
-    scores: Any = engine.predict(model, data.x[keep]) if keep else []
-    out_dir = node.home / "results" / "inference"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / f"{m.name}-{m.version}-{job.id}.jsonl"
-    with out.open("w", encoding="utf-8") as fh:
-        for i, s in zip(keep, scores, strict=True):
-            fh.write(json.dumps({"key": data.keys[i], "score": float(s), "positive": bool(s >= 0.5)}) + "\n")
-    positives = int(sum(1 for s in scores if s >= 0.5))
-    summary = {"model": m.ref, "job": job.id, "items": len(keep), "positive": positives, "at": now(),
-               "results": str(out.relative_to(node.home))}
-    entry = approval(node.home, m.name, m.version) or {}
-    summary["shareable"] = bool(entry.get("share_inference_summary"))
-    (out_dir / f"{out.stem}.summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    scores = [float(s) for s in engine.predict(model, data.x[keep])] if keep else []
+    threshold = float(manifest.get("params", {}).get("threshold", THRESHOLD))
+    run_id = secrets.token_hex(8)
+    created = db_now()
+    rows = []
+    for i, score in zip(keep, scores, strict=True):
+        pseudonym, series_uid, sop_uid = _split_key(data.keys[i])
+        rows.append(InferenceResult(
+            run_id=run_id, model=m.ref, bundle_digest=bundle.digest, job_id=job.id, pseudonym=pseudonym,
+            series_uid=series_uid, sop_uid=sop_uid, score=score, positive=score >= threshold,
+            threshold=threshold, created_at=created))
+    with node.catalogue.session() as s:
+        srs = _write_srs(node, s, rows, ModelRef(m.name, m.version, bundle.digest, job.id), threshold) \
+            if write_sr else 0
+        s.add_all(rows)
+    log.info("inference run %s: model=%s items=%d sr=%d", run_id, m.ref, len(rows), srs)
+    shared = shareable_summary(node, run_id)
+    return {
+        "run": run_id, "model": m.ref, "job": job.id, "bundle_sha256": bundle.digest, "at": now(),
+        "items": len(rows), "series": len({r.series_uid for r in rows if r.series_uid}),
+        "positive": sum(1 for r in rows if r.positive), "threshold": threshold, "sr_written": srs,
+        "stored": {"catalogue": f"table inference_result, run_id {run_id}",
+                   "dicom": f"{srs} Comprehensive 3D SR instance(s) in the node store (modality SR)"},
+        "shareable": shared is not None, "summary": shared,
+    }
+
+
+def _write_srs(node: Node, s: Session, rows: list[InferenceResult], model: ModelRef, threshold: float) -> int:
+    """One SR per scored series, stored durably before ``rows`` (which get its SOP UID) are committed."""
+    by_series: dict[str, list[InferenceResult]] = defaultdict(list)
+    for r in rows:
+        if r.series_uid and r.sop_uid:
+            by_series[r.series_uid].append(r)
+    if not by_series:
+        return 0
+    sops = [r.sop_uid for items in by_series.values() for r in items]
+    hashes: dict[str, str] = {}
+    for chunk in range(0, len(sops), 500):
+        q = select(Instance.sop_uid, Instance.object_hash).where(Instance.sop_uid.in_(sops[chunk:chunk + 500]))
+        hashes.update((str(uid), str(digest)) for uid, digest in s.execute(q))
+    written = 0
+    for items in by_series.values():
+        items = [r for r in items if r.sop_uid in hashes]
+        if not items:
+            continue
+        try:
+            sr = build_sr(read_sources(node, [hashes[str(r.sop_uid)] for r in items]), [r.score for r in items],
+                          model, threshold, series_uid=str(hd_uid()), sop_uid=str(hd_uid()))
+        except NotDeidentified as exc:
+            log.warning("no SR for a scored series: %s", exc)
+            continue
+        sr_uid = store_sr(node, s, sr)
+        for r in items:
+            r.sr_sop_uid = sr_uid
+        written += 1
+    return written
+
+
+def summarise(scores: list[float], threshold: float, k: int, series: int = 0) -> dict[str, Any]:
+    """Counts and a score histogram with disclosure control: a non-zero count below ``k`` is sent as null (an
+    empty bin reveals nobody), the total only when every bin is published (so it cannot reveal a suppressed
+    bin), the positive count under the same rule for it and the negatives."""
+    counts, edges = np.histogram(np.asarray(scores, dtype=float), bins=HISTOGRAM_BINS, range=(0.0, 1.0))
+    bins = [int(c) if c == 0 or c >= k else None for c in counts]
+    total, positive = len(scores), sum(1 for x in scores if x >= threshold)
+    return {
+        "items": total if total >= k and all(b is not None for b in bins) else None,
+        "series": series if series >= k else None,
+        "positive": positive if all(n == 0 or n >= k for n in (positive, total - positive)) else None,
+        "threshold": threshold,
+        "histogram": {"edges": [round(float(e), 3) for e in edges], "counts": bins},
+        "k": k,
+    }
+
+
+def summary_allowed(node: Node, name: str, version: str) -> bool:
+    """The node policy's ``share_inference_summary``, or the bundle approved with that flag; never when the
+    node does not participate at all."""
+    policy = load_policy(node.home)
+    entry = approval(node.home, name, version) or {}
+    return policy.participate and (policy.share_inference_summary or bool(entry.get("share_inference_summary")))
+
+
+def shareable_summary(node: Node, run_id: str) -> dict[str, Any] | None:
+    """What may go to the platform about one inference run, or None when the node policy does not allow it.
+
+    Counts and a histogram only (suppressed below the node's k): never per-item rows, scores or UIDs."""
+    with node.catalogue.session() as s:
+        rows = s.execute(select(InferenceResult.model, InferenceResult.job_id, InferenceResult.score,
+                                InferenceResult.threshold, InferenceResult.series_uid)
+                         .where(InferenceResult.run_id == run_id)).all()
+    if not rows:
+        return None
+    model, job_id = rows[0].model, rows[0].job_id
+    name, _, version = model.partition(":")
+    if not summary_allowed(node, name, version):
+        return None
+    k = load_policy(node.home).min_cell_count
+    out = summarise([r.score for r in rows], float(rows[0].threshold), k,
+                    series=len({r.series_uid for r in rows if r.series_uid}))
+    return {"model": model, "job": job_id, "run": run_id, **out}
