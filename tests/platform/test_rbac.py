@@ -25,6 +25,12 @@ ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("POST", "/api/v1/queries/summary", {"metric": "rows", "timeout_s": 0.2}, "queries:run"),
     ("GET", "/api/v1/audit/verify", None, "audit:read"),
     ("GET", "/api/v1/audit/export", None, "audit:read"),
+    ("POST", "/api/v1/models", None, "models:manage"),
+    ("GET", "/api/v1/models", None, "models:read"),
+    ("GET", "/api/v1/models/tabular-risk/1", None, "models:read"),
+    ("POST", "/api/v1/fl/jobs", {"model": "tabular-risk:1"}, "fl:run"),
+    ("GET", "/api/v1/fl/jobs", None, "fl:read"),
+    ("GET", "/api/v1/fl/jobs/no-such-job", None, "fl:read"),
 ]
 
 
@@ -35,7 +41,8 @@ def test_matrix_covers_every_user_route(tmp_path: Any) -> None:
     paths = app.openapi()["paths"]
     routes = {(m.upper(), p) for p, ops in paths.items() if p.startswith("/api/v1") and p != "/api/v1/health"
               for m in ops}
-    listed = {(m, p.replace("researcher", "{username}").replace("no-such-node", "{node_id}"))
+    listed = {(m, p.replace("researcher", "{username}").replace("no-such-node", "{node_id}")
+               .replace("tabular-risk/1", "{name}/{version}").replace("no-such-job", "{job_id}"))
               for m, p, _, _ in ENDPOINTS}
     assert routes == listed
     assert {perm for *_, perm in ENDPOINTS} == set(PERMISSIONS)

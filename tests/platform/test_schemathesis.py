@@ -36,7 +36,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
 
 def role_for(method: str, path: str) -> str:
-    if path.startswith("/api/v1/queries"):
+    if path.startswith("/api/v1/queries") or path.startswith("/api/v1/fl"):
         return "researcher"
     if path.startswith("/api/v1/budgets") and method == "PUT":
         return "dp-manager"

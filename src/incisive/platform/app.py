@@ -1,5 +1,5 @@
-"""The platform's FastAPI application: users/RBAC, nodes, agent link, federated queries, audit; OpenAPI at
-``/openapi.json`` and docs at ``/docs``."""
+"""The platform's FastAPI application: users/RBAC, nodes, agent link, federated queries, model registry and
+federated-learning jobs, audit; OpenAPI at ``/openapi.json`` and docs at ``/docs``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from incisive import __version__
@@ -18,8 +19,9 @@ from incisive.common.errors import CatalogueUnavailable
 from incisive.common.logging import get_logger
 from incisive.platform.db import PlatformDb
 from incisive.platform.errors import PlatformError
+from incisive.platform.fl_runner import FlRunner
 from incisive.platform.hub import Hub
-from incisive.platform.routes import agent, audit, nodes, queries, users
+from incisive.platform.routes import agent, agent_fl, audit, fl, nodes, queries, users
 from incisive.platform.settings import PlatformSettings
 
 log = get_logger("platform")
@@ -72,16 +74,20 @@ class BodyLimit:
 def create_app(settings: PlatformSettings, db: PlatformDb | None = None) -> FastAPI:
     database = db or PlatformDb(settings.effective_db_url)
     hub = Hub()
+    runner = FlRunner(settings, database, hub)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         hub.bind()
+        await run_in_threadpool(runner.recover)
         yield
+        await run_in_threadpool(runner.close)
 
     app = FastAPI(title="incisive platform", version=__version__, lifespan=lifespan,
-                  description="Registry, RBAC, node agent link, federated queries with disclosure control, audit.")
-    app.state.settings, app.state.db, app.state.hub = settings, database, hub
-    for module in (users, nodes, queries, audit, agent):
+                  description="Registry, RBAC, node agent link, federated queries with disclosure control, "
+                              "model registry and federated learning (Flower), audit.")
+    app.state.settings, app.state.db, app.state.hub, app.state.fl = settings, database, hub, runner
+    for module in (users, nodes, queries, fl, audit, agent, agent_fl):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 

@@ -10,6 +10,10 @@
 | budgets:manage  |       |     x      |            |         | set a researcher's privacy (epsilon) budget  |
 | budgets:read    |   x   |     x      |     x      |    x    | read privacy budgets (researchers: their own)|
 | audit:read      |   x   |            |            |    x    | export and verify the platform audit log     |
+| models:manage   |   x   |            |            |         | register model bundles (code + sha256)       |
+| models:read     |   x   |     x      |     x      |    x    | list bundles and trained models (provenance) |
+| fl:run          |       |            |     x      |         | start federated training / evaluation jobs   |
+| fl:read         |   x   |     x      |     x      |    x    | FL job status, rounds and metrics            |
 
 Admins run the platform but do not query data; data-provider managers govern disclosure (budgets); auditors read
 the log. Nodes are not users: they authenticate with their Ed25519 key (see :mod:`incisive.common.signing`).
@@ -36,6 +40,10 @@ PERMISSIONS: dict[str, frozenset[Role]] = {
     "budgets:manage": frozenset({Role.dp_manager}),
     "budgets:read": frozenset({Role.admin, Role.dp_manager, Role.researcher, Role.auditor}),
     "audit:read": frozenset({Role.admin, Role.auditor}),
+    "models:manage": frozenset({Role.admin}),
+    "models:read": frozenset({Role.admin, Role.dp_manager, Role.researcher, Role.auditor}),
+    "fl:run": frozenset({Role.researcher}),
+    "fl:read": frozenset({Role.admin, Role.dp_manager, Role.researcher, Role.auditor}),
 }
 
 

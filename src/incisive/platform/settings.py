@@ -35,6 +35,11 @@ class PlatformSettings(TomlSettings):
     node_offline_s: float = Field(default=90.0, gt=0, description="No contact for this long = node offline")
     min_cell_count: int = Field(default=5, ge=1, description="Platform-wide minimum k (nodes may demand more)")
     default_dp_budget: float = Field(default=10.0, ge=0, description="Privacy budget (sum of epsilon) per researcher")
+    fl_superlink_address: str = Field(default="", description="host:port SuperNodes dial for the platform's "
+                                      "Flower SuperLink; empty = 127.0.0.1 and the port it got")
+    fl_start_timeout_s: float = Field(default=300.0, gt=0, description="FL job: wait this long for the nodes' "
+                                      "agents to accept or refuse, and for training to start")
+    fl_job_timeout_s: float = Field(default=6 * 3600.0, gt=0, description="FL job: longest run; then it is stopped")
 
 
     @property

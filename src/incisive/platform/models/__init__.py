@@ -1,7 +1,8 @@
 """Platform schema (SQLAlchemy 2). Changing a model means adding an Alembic revision under ``../migrations``.
 
 Nothing here is PHI: users are platform accounts, nodes are hospitals' machines, job results hold aggregate
-counts that the nodes already passed through disclosure control.
+counts that the nodes already passed through disclosure control; federated-learning records hold bundle code,
+model parameters and per-node sample counts and scalar metrics only.
 """
 
 from __future__ import annotations
@@ -9,7 +10,19 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 NAMING = {
@@ -152,3 +165,53 @@ class AuditHead(Base):
     seq: Mapped[int] = mapped_column(Integer)
     hash: Mapped[str] = mapped_column(String(64))
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class ModelBundle(Base):
+    """A registered model bundle: its code (a tar.gz of the bundle directory), manifest and sha256."""
+
+    __tablename__ = "model_bundle"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63))
+    version: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
+    archive: Mapped[bytes] = mapped_column(LargeBinary)
+    registered_by: Mapped[str] = mapped_column(String(64))
+    registered_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class FlJob(Base):
+    """A federated training or evaluation job run by the platform's SuperLink; ``rounds`` mirrors the ServerApp."""
+
+    __tablename__ = "fl_job"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    op: Mapped[str] = mapped_column(String(16))  # train | evaluate
+    bundle_id: Mapped[int] = mapped_column(ForeignKey("model_bundle.id"), index=True)
+    source_job: Mapped[str | None] = mapped_column(String(32))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)  # queued | starting | running | completed | failed
+    flower_run_id: Mapped[str | None] = mapped_column(String(32))
+    nodes: Mapped[dict[str, Any]] = mapped_column(JSON)  # node id -> {status, agent_job, reason}
+    server: Mapped[dict[str, Any]] = mapped_column(JSON)  # the ServerApp's last state (phase, round, pooled)
+    rounds: Mapped[list[Any]] = mapped_column(JSON)  # one entry per round and phase
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class TrainedModel(Base):
+    """The final parameters of a completed training job (numpy .npz) with their provenance."""
+
+    __tablename__ = "trained_model"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fl_job_id: Mapped[str] = mapped_column(ForeignKey("fl_job.id"), unique=True)
+    bundle_id: Mapped[int] = mapped_column(ForeignKey("model_bundle.id"), index=True)
+    weights: Mapped[bytes] = mapped_column(LargeBinary)
+    sha256: Mapped[str] = mapped_column(String(64))
+    provenance: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
