@@ -16,7 +16,7 @@ from collections.abc import Callable, MutableSequence
 
 from pydicom import dcmwrite
 from pydicom.dataelem import DataElement, RawDataElement
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_data_element, write_file_meta_info
 from pydicom.uid import UID
@@ -111,6 +111,45 @@ def _span(elem: RawDataElement, implicit: bool, size: int) -> tuple[int, int]:
     return start, end
 
 
+_PREAMBLE = b"\x00" * 128 + b"DICM"
+_REQUIRED_META = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
+
+
+def file_meta_bytes(meta: FileMetaDataset) -> bytes:
+    """Preamble, ``DICM`` and the File Meta Information group (PS3.10 7.1), explicit VR little endian.
+
+    Same bytes as pydicom's ``write_file_meta_info(enforce_standard=True)`` (a test compares them), about ten
+    times faster: it runs twice per received instance. Missing version/implementation elements are added as
+    pydicom adds them; anything unusual is left to pydicom (which also raises on missing Type 1 elements).
+    """
+    if any(not meta.get(kw) for kw in _REQUIRED_META) or any(tag >> 16 != 2 for tag in meta._dict):
+        return _pydicom_meta(meta)
+    if not meta.get("FileMetaInformationVersion") or not meta.get("ImplementationClassUID") \
+            or "ImplementationVersionName" not in meta:
+        return _pydicom_meta(meta)
+    body = bytearray()
+    try:
+        for tag in sorted(meta._dict):
+            if tag == 0x00020000:
+                continue
+            elem = meta._dict[tag]
+            if tag == 0x00020001 and not isinstance(elem, RawDataElement):
+                value = bytes(elem.value)
+                body += _header(tag, "OB", len(value), False) + value
+                continue
+            _element(meta, tag, False, body.extend)
+    except _Fallback:
+        return _pydicom_meta(meta)
+    return _PREAMBLE + _header(0x00020000, "UL", 4, False) + struct.pack("<I", len(body)) + body
+
+
+def _pydicom_meta(meta: FileMetaDataset) -> bytes:
+    fp = DicomBytesIO()
+    fp.write(_PREAMBLE)
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    return fp.getvalue()
+
+
 def serialise(ds: Dataset, source: bytes) -> bytes:
     """Part 10 bytes of ``ds`` (already de-identified, with a fresh ``file_meta``)."""
     try:
@@ -128,8 +167,7 @@ def _splice(ds: Dataset, source: bytes) -> bytes:
         raise _Fallback
     implicit = ts.is_implicit_VR
     fp = DicomBytesIO()
-    fp.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(fp, ds.file_meta, enforce_standard=True)
+    fp.write(file_meta_bytes(ds.file_meta))
     fp.is_little_endian, fp.is_implicit_VR = True, implicit
     encodings = ds._character_set
     size = len(source)

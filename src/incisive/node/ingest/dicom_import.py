@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,9 @@ from incisive.node.ingest.walk import Candidate, walk
 log = get_logger("ingest")
 BATCH = 128
 OUTCOMES = ("imported", "duplicate", "conflict", "quarantined", "rejected")
+# object writes (write + fsync + rename + directory fsync) run here while the calling thread sends the catalogue
+# rows; fsync releases the GIL, so a received instance pays max(fsync, SQL) instead of their sum
+_OBJECT_IO = ThreadPoolExecutor(max_workers=4, thread_name_prefix="object-io")
 
 
 @dataclass
@@ -127,16 +130,19 @@ CONFLICT = ("an instance with the same SOPInstanceUID and different content is a
 
 def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, FileOutcome]],
                     writer: IngestWriter | None = None) -> list[Recorded]:
-    """Store objects (fsync), then catalogue rows and issues, committed in one transaction.
+    """Store objects (fsync) and catalogue rows and issues, committed in one transaction.
 
     ``items`` pairs a label (a relative path, or a receiving-side counter; only its keyed digest is
-    persisted) with the worker's outcome. When this returns, every ``imported``/``quarantined`` instance is
-    durable: its object is fsynced and its row committed. Shared by folder import, the C-STORE SCP and STOW-RS.
-    Pass the same ``writer`` for every batch of one run (an association, an import) so patient/study/series
-    ids are looked up once per run rather than once per batch.
+    persisted) with the worker's outcome. The objects are written on I/O threads while this thread sends the
+    rows; the commit waits for every object to be durable, so a committed row never points at bytes that are
+    not on disk (a failed write rolls the batch back). When this returns, every ``imported``/``quarantined``
+    instance is durable: its object is fsynced and its row committed. Shared by folder import, the C-STORE
+    SCP and STOW-RS. Pass the same ``writer`` for every batch of one run (an association, an import) so
+    patient/study/series ids are looked up once per run rather than once per batch.
     """
     w = writer or IngestWriter()
     results: list[Recorded] = []
+    writes: list[tuple[int, int, Future[tuple[str, bool]]]] = []
     with node.catalogue.transaction() as conn, w.transaction(conn):
         stored_uids = [o.facts["sop_uid"] for _, o in items if o.status == "stored"]
         quarantined_uids = [o.facts["sop_uid"] for _, o in items if o.status == "quarantine"]
@@ -159,14 +165,20 @@ def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, F
                 results.append(Recorded("duplicate") if seen[uid] == digest else issue(label, "conflict", CONFLICT))
                 continue
             if o.status == "quarantine":
-                node.quarantine.put(o.data)
+                writes.append((-1, 0, _OBJECT_IO.submit(node.quarantine.put, o.data)))
                 w.add_quarantine(o.facts, digest, o.reason)
                 results.append(issue(label, "quarantined", o.reason))
             else:
-                _, created = node.store.put(o.data)
+                writes.append((len(results), len(o.data), _OBJECT_IO.submit(node.store.put, o.data)))
                 w.add_instance(o.facts, digest, len(o.data), run_id)
-                results.append(Recorded("imported", bytes_created=len(o.data) if created else 0))
+                results.append(Recorded("imported"))
             seen[uid] = digest
+        w.flush()
+        wait([f for _, _, f in writes])  # every object durable before the commit; a failure rolls back
+        for index, size, write in writes:
+            _, created = write.result()
+            if index >= 0 and created:
+                results[index].bytes_created = size
     w.committed()
     return results
 

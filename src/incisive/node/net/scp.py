@@ -18,8 +18,6 @@ from collections.abc import Iterator
 from typing import Any
 
 from pydicom.dataset import Dataset
-from pydicom.filebase import DicomBytesIO
-from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     JPEG2000,
     DeflatedExplicitVRLittleEndian,
@@ -44,6 +42,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from incisive.common.logging import get_logger
+from incisive.node.deid.serialise import file_meta_bytes
 from incisive.node.home import Node
 from incisive.node.net import find, reactor
 from incisive.node.net.receive import Receiver
@@ -179,11 +178,7 @@ class DicomServer:
     def _on_store(self, event: Any) -> Dataset:
         receiver = self._receiver(event)
         try:
-            buf = DicomBytesIO()
-            buf.write(b"\x00" * 128 + b"DICM")
-            write_file_meta_info(buf, event.file_meta, enforce_standard=True)
-            buf.write(event.request.DataSet.getvalue())
-            outcome = receiver.deidentify(buf.getvalue())
+            outcome = receiver.deidentify(file_meta_bytes(event.file_meta) + event.request.DataSet.getvalue())
         except Exception as exc:  # malformed command or meta: refuse the instance, keep the association
             log.warning("C-STORE refused: %s", type(exc).__name__)
             return _status(CANNOT_UNDERSTAND, "cannot decode the data set")
