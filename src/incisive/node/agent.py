@@ -4,6 +4,7 @@
   holds it until a job is there or the wait ends);
 * runs each job **at most once** (its id is recorded durably in ``agent/state.db`` before it runs) after checking
   the node's own policy, and delivers the result **at least once** (kept and re-sent until acknowledged);
+* runs a Flower SuperNode in the background for ``fl-supernode`` jobs (see :mod:`incisive.node.fl_agent`);
 * sends heartbeats (software version, free disk, last verified backup age, readiness summary, data summary);
 * reconnects with exponential backoff and full jitter when the platform is unreachable or restarting; stops
   when the platform says this node is revoked (401/403).
@@ -26,6 +27,7 @@ from incisive.node.agent_link import AGENT_DIR, AgentSettings, LinkError, Signed
 from incisive.node.agent_state import AgentState
 from incisive.node.audit_log import NodeAudit
 from incisive.node.catalogue import queries
+from incisive.node.fl_agent import Supernodes
 from incisive.node.home import Node
 from incisive.node.policy import load_policy
 
@@ -73,6 +75,7 @@ class Agent:
         self.client = SignedClient(self.settings, signing.read_private_key(agent_key_path(node)),
                                    timeout_s=self.settings.poll_wait_s + 15)
         self.state = AgentState(node.home / AGENT_DIR / "state.db")
+        self.fl = Supernodes(node, self.client)
         self.audit = NodeAudit(node.home)
         self.stop_event = threading.Event()
         self._to_audit: list[tuple[dict[str, Any], str]] = []
@@ -139,7 +142,8 @@ class Agent:
     def handle(self, job: dict[str, Any]) -> None:
         job_id = str(job["id"])
         if self.state.begin(job_id, str(job.get("type")), time.time()):
-            result = run_job(self.node, job)
+            fl = self.fl.handles(str(job.get("type")))
+            result = self.fl.run(job) if fl else run_job(self.node, job)
             self.state.finish(job_id, result)
             with self._audit_lock:
                 self._to_audit.append((job, result["status"]))
@@ -198,6 +202,8 @@ class Agent:
         beats.start()
         auditor = threading.Thread(target=self._audit_writer, name="agent-audit", daemon=True)
         auditor.start()
+        supernodes = threading.Thread(target=self.fl.watch, args=(self.stop_event,), name="agent-fl", daemon=True)
+        supernodes.start()
         failures = 0
         try:
             while not self.stop_event.is_set():
@@ -215,6 +221,7 @@ class Agent:
                     self.stop_event.wait(delay)
         finally:
             self.stop_event.set()
+            self.fl.stop_all()
             beats.join(5)
             auditor.join(10)
             self.client.close()

@@ -1,0 +1,198 @@
+"""Federated learning at the node's agent: ``fl-supernode`` and ``fl-stop`` jobs from the platform.
+
+``fl-supernode`` (SuperLink address, bundle name/version/sha256, deadline): the node's policy must accept the job
+type, requester and project; the bundle's sha256 must be approved here (``incisive node policy approve``); the
+agent downloads the bundle's code from the platform (signed request) and re-hashes it before anything runs; then
+it starts a ``flower-supernode`` process that dials out to the SuperLink with ``node-dir`` pointing at this node
+(its catalogue and store), in the background, so that the agent keeps polling. The process is stopped on
+``fl-stop``, after the job's deadline, or when the agent stops. Running SuperNodes are listed in
+``agent/supernodes.json`` so that a restarted agent stops the ones it lost.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from incisive.common.logging import get_logger
+from incisive.node.agent_link import AGENT_DIR, LinkError, SignedClient
+from incisive.node.home import Node
+from incisive.node.policy import load_policy
+
+log = get_logger("agent.fl")
+FL_JOB = "fl-supernode"
+STOP_JOB = "fl-stop"
+SHA256 = re.compile(r"[0-9a-f]{64}")
+ADDRESS = re.compile(r"[A-Za-z0-9.\-\[\]:]{1,255}:\d{1,5}")
+
+
+@dataclass
+class Running:
+    popen: subprocess.Popen[bytes]
+    deadline: float
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+
+def fetch_bundle(client: SignedClient, name: str, version: str, dest: Path) -> str:
+    """Download a bundle's code from the platform into ``dest``; returns the sha256 of the files received
+    (re-hashed here: the platform's word alone is not trusted)."""
+    from incisive.federated.archive import unpack
+    from incisive.federated.bundle import bundle_digest
+
+    data = client.request("GET", f"/agent/v1/models/{name}/{version}/bundle", timeout_s=60) or {}
+    unpack(base64.b64decode(str(data.get("archive", ""))), dest)
+    return bundle_digest(dest)
+
+
+class Supernodes:
+    """The SuperNodes this agent runs, by platform FL job id."""
+
+    def __init__(self, node: Node, client: SignedClient) -> None:
+        self.node, self.client = node, client
+        self.running: dict[str, Running] = {}
+        self.lock = threading.Lock()
+        self.state_file = node.home / AGENT_DIR / "supernodes.json"
+        self._reap_orphans()
+
+    @staticmethod
+    def handles(job_type: str) -> bool:
+        return job_type in (FL_JOB, STOP_JOB)
+
+    def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        payload = job.get("payload") or {}
+        if job.get("type") == STOP_JOB:
+            stopped = self.stop(str(payload.get("fl_job", "")))
+            return {"status": "ok", "result": {"stopped": stopped}}
+        try:
+            return self._start(payload)
+        except LinkError as exc:
+            return {"status": "error", "error": f"bundle download failed ({exc.status or 'unreachable'})"}
+        except Exception as exc:  # never ship a traceback
+            log.exception("fl-supernode job failed")
+            return {"status": "error", "error": f"could not start the SuperNode ({type(exc).__name__})"}
+
+    def _start(self, payload: dict[str, Any]) -> dict[str, Any]:
+        from incisive.federated.approval import is_approved, local_bundle_path, verified_local_bundle
+        from incisive.federated.bundle import NAME_RE, VERSION_RE
+
+        fl_job, address = str(payload.get("fl_job", "")), str(payload.get("superlink", ""))
+        name, version, digest = (str(payload.get(k, "")) for k in ("model", "version", "sha256"))
+        if not (NAME_RE.match(name) and VERSION_RE.match(version) and SHA256.fullmatch(digest)
+                and ADDRESS.fullmatch(address) and re.fullmatch(r"[A-Za-z0-9-]{1,32}", fl_job)):
+            return {"status": "error", "error": "invalid fl-supernode job"}
+        reason = load_policy(self.node.home).decide(FL_JOB, str(payload.get("requester", "")),
+                                                    payload.get("project"))
+        if reason is not None:
+            return {"status": "refused", "error": reason}
+        if not is_approved(self.node.home, name, version, digest):
+            return {"status": "refused", "error": f"bundle {name}:{version} ({digest[:12]}) is not approved at "
+                                                  "this node"}
+        with tempfile.TemporaryDirectory(prefix="incisive-bundle-") as tmp:
+            received = fetch_bundle(self.client, name, version, Path(tmp) / "bundle")
+            if received != digest:
+                return {"status": "refused", "error": "the bundle received does not match the approved sha256"}
+            if verified_local_bundle(self.node.home, name, version, digest) is None:  # approved copy missing
+                target = local_bundle_path(self.node.home, name, version)
+                shutil.rmtree(target, ignore_errors=True)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(Path(tmp) / "bundle", target)
+        deadline = float(payload.get("deadline") or time.time() + 6 * 3600)
+        with self.lock:
+            current = self.running.get(fl_job)
+            if current is None or not current.alive():
+                self.running[fl_job] = Running(self._spawn(fl_job, address), deadline)
+            self._save()
+        log.info("SuperNode started for FL job %s", fl_job)
+        return {"status": "ok", "result": {"supernode": "started", "sha256": digest}}
+
+    def _spawn(self, fl_job: str, address: str) -> subprocess.Popen[bytes]:
+        from incisive.federated.deploy import Federation, supernode_argv
+
+        workdir = self.node.home / "fl-runtime" / fl_job
+        env = Federation(workdir).env
+        with (workdir / "supernode.log").open("ab") as fh:
+            return subprocess.Popen(supernode_argv(address, self.node.home), stdout=fh, stderr=subprocess.STDOUT,
+                                    env=env, cwd=workdir, start_new_session=True)
+
+    def stop(self, fl_job: str) -> bool:
+        with self.lock:
+            running = self.running.pop(fl_job, None)
+            self._save()
+        if running is None:
+            return False
+        _terminate(running.popen.pid, running.popen)
+        log.info("SuperNode stopped for FL job %s", fl_job)
+        return True
+
+    def reap(self) -> None:
+        """Stop SuperNodes past their deadline; forget those that exited."""
+        now = time.time()
+        with self.lock:
+            ended = [j for j, r in self.running.items() if r.deadline < now or not r.alive()]
+        for fl_job in ended:
+            self.stop(fl_job)
+
+    def watch(self, stop_event: threading.Event, interval: float = 5.0) -> None:
+        while not stop_event.wait(interval):
+            self.reap()
+
+    def stop_all(self) -> None:
+        for fl_job in list(self.running):
+            self.stop(fl_job)
+
+    def _save(self) -> None:
+        data = {j: {"pid": r.popen.pid, "deadline": r.deadline} for j, r in self.running.items()}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.state_file)
+
+    def _reap_orphans(self) -> None:
+        """SuperNodes a previous agent process started and lost (it crashed): stop them."""
+        try:
+            data = json.loads(self.state_file.read_text())
+        except (OSError, ValueError):
+            return
+        for entry in data.values():
+            pid = int(entry.get("pid", 0))
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"flower-supernode" in cmdline:
+                _terminate(pid, None)
+        self._save()
+
+
+def _terminate(pid: int, popen: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
+    """SIGTERM the SuperNode's process group (its ClientApp processes too), SIGKILL after ``grace``."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if popen is not None and popen.poll() is not None:
+            return
+        if popen is None and not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        return
+    if popen is not None:
+        popen.wait(5)
