@@ -1,5 +1,9 @@
 """``incisive fl …`` (train, status, evaluate, plot), ``incisive model …`` (register, list), ``incisive infer``.
 
+Two paths: with ``--platform URL`` (or ``$INCISIVE_PLATFORM_URL``) and no ``--node`` / ``--workspace``, the
+platform's registry and SuperLink run the job and the nodes' agents start the SuperNodes
+(:mod:`incisive.federated.remote`); otherwise the local workspace and launcher (offline / development mode).
+
 ``incisive node policy approve|revoke`` live in :mod:`incisive.federated.approval_cli` (light imports)."""
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from rich.live import Live
 from incisive.common.errors import InputError
 from incisive.common.output import console, print_json, table
 from incisive.common.settings import resolve_home
-from incisive.federated import results
+from incisive.federated import remote_cli, results
 from incisive.federated.bundle import parse_ref
 from incisive.federated.jobs import Job
+from incisive.federated.remote import Platform, nodes_arg
+from incisive.federated.remote_cli import PlatformOpt, TokenOpt
 from incisive.federated.service import JobOptions, Workspace
 from incisive.federated.service import evaluate as run_evaluate
 from incisive.federated.service import train as run_train
@@ -24,13 +30,20 @@ from incisive.federated.service import train as run_train
 fl_app = typer.Typer(help="Federated training and evaluation on Flower.", no_args_is_help=True)
 model_app = typer.Typer(help="Model bundles in the registry.", no_args_is_help=True)
 WsOpt = Annotated[Path | None, typer.Option("--workspace", "-w", help="Registry + jobs ($INCISIVE_FL_HOME)")]
-NodesOpt = Annotated[list[str], typer.Option("--node", "-n", help="NAME=NODE_DIR (repeat), or a node dir")]
+NodesOpt = Annotated[list[str] | None, typer.Option("--node", "-n", help="Local mode: NAME=NODE_DIR (repeat), or a "
+                                                                        "node dir")]
+NodeIdsOpt = Annotated[str | None, typer.Option("--nodes", help="Platform mode: all (default) or node ids a,b")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 
 
-def _nodes(items: list[str]) -> dict[str, Path]:
+def _remote(url: str | None, token: str, local: object = None) -> Platform | None:
+    """The platform client when a platform URL is given and nothing local is."""
+    return Platform(url, token) if url and not local else None
+
+
+def _nodes(items: list[str] | None) -> dict[str, Path]:
     out = {}
-    for item in items:
+    for item in items or []:
         name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
         p = Path(path).expanduser().resolve()
         out[name or p.name] = p
@@ -41,15 +54,29 @@ def _nodes(items: list[str]) -> dict[str, Path]:
 
 @model_app.command("register")
 def register(bundle: Path, name: Annotated[str | None, typer.Option()] = None,
-             version: Annotated[str | None, typer.Option()] = None, workspace: WsOpt = None) -> None:
-    """Register a bundle directory (manifest.json + task.py); prints its sha256."""
+             version: Annotated[str | None, typer.Option()] = None, workspace: WsOpt = None,
+             platform: PlatformOpt = None, token: TokenOpt = "", json_out: JsonOpt = False) -> None:
+    """Register a bundle directory (manifest.json + task.py); prints its sha256. With --platform: upload it to the
+    platform's registry (admin token)."""
+    api = _remote(platform, token, workspace)
+    if api is not None:
+        remote_cli.print_bundle(api.register(bundle, name, version), json_out)
+        return
     b = Workspace.default(workspace).registry.register(bundle, name, version)
+    if json_out:
+        print_json({"ref": b.manifest.ref, "sha256": b.digest, "registered_at": b.registered_at})
+        return
     console.print(f"registered {b.manifest.ref} sha256 {b.digest}")
 
 
 @model_app.command("list")
-def list_models(workspace: WsOpt = None, json_out: JsonOpt = False) -> None:
+def list_models(workspace: WsOpt = None, platform: PlatformOpt = None, token: TokenOpt = "",
+                json_out: JsonOpt = False) -> None:
     """Registered bundles."""
+    api = _remote(platform, token, workspace)
+    if api is not None:
+        remote_cli.print_models(api.models(), json_out)
+        return
     rows = [(b.manifest.ref, b.manifest.kind, ",".join(b.manifest.job_types), b.digest[:16], b.registered_at)
             for b in Workspace.default(workspace).registry.list()]
     if json_out:
@@ -60,18 +87,37 @@ def list_models(workspace: WsOpt = None, json_out: JsonOpt = False) -> None:
 
 
 @fl_app.command("train")
-def train(model: Annotated[str, typer.Option(help="NAME:VERSION")], node: NodesOpt,
+def train(model: Annotated[str, typer.Option(help="NAME:VERSION")], node: NodesOpt = None, nodes: NodeIdsOpt = None,
           rounds: int = 10, strategy: str = "fedavg", proximal_mu: float = 0.1,
           dp_epsilon: Annotated[float, typer.Option(help="DP-SGD target epsilon for the whole job (0 = off)")] = 0.0,
           secagg: bool = False, round_timeout: float = 120.0, min_nodes: int | None = None,
-          workspace: WsOpt = None) -> None:
-    """Train across nodes: starts a SuperLink and a SuperNode per node, submits the Flower app."""
+          workspace: WsOpt = None, platform: PlatformOpt = None, token: TokenOpt = "",
+          wait: Annotated[bool, typer.Option(help="Platform mode: follow the job until it ends")] = True,
+          json_out: JsonOpt = False) -> None:
+    """Train across nodes. Platform mode: the platform's SuperLink runs it, each node's agent starts its
+    SuperNode. Local mode (--node): starts a SuperLink and a SuperNode per node directory here."""
+    api = _remote(platform, token, node or workspace)
+    if api is not None:
+        started = api.start("train", model, nodes_arg(nodes), rounds=rounds, strategy=strategy,
+                            proximal_mu=proximal_mu, dp_epsilon=dp_epsilon, secagg=secagg,
+                            round_timeout=round_timeout, min_nodes=min_nodes)
+        _after_start(api, started, wait, json_out)
+        return
     ws = Workspace.default(workspace)
     job = run_train(ws, model, _nodes(node), JobOptions(
         rounds=rounds, strategy=strategy, proximal_mu=proximal_mu, dp_epsilon=dp_epsilon, secagg=secagg,
         round_timeout=round_timeout, min_nodes=min_nodes),
         progress=lambda s: None)
     _status_table(job)
+
+
+def _after_start(api: Platform, job: dict[str, object], wait: bool, json_out: bool) -> None:
+    if not json_out:
+        console.print(f"job {job['id']} queued on the platform")
+    final = remote_cli.follow(api, str(job["id"]), json_out) if wait else job
+    remote_cli.show(final if wait else job, json_out)
+    if wait and final["status"] != "completed":
+        raise typer.Exit(1)
 
 
 def _status_table(job: Job) -> None:
@@ -88,8 +134,13 @@ def _status_table(job: Job) -> None:
 
 
 @fl_app.command("status")
-def status(job: str, follow: bool = False, workspace: WsOpt = None, json_out: JsonOpt = False) -> None:
+def status(job: str, follow: bool = False, workspace: WsOpt = None, platform: PlatformOpt = None,
+           token: TokenOpt = "", json_out: JsonOpt = False) -> None:
     """Per-round metrics and per-node participation; --follow refreshes until the job ends."""
+    api = _remote(platform, token, workspace)
+    if api is not None:
+        remote_cli.show(remote_cli.follow(api, job, json_out) if follow else api.job(job), json_out)
+        return
     j = Workspace.default(workspace).jobs.get(job)
     if json_out:
         print_json({"job": j.spec, "server": j.server_state(), "rounds": j.rounds()})
@@ -109,16 +160,28 @@ def status(job: str, follow: bool = False, workspace: WsOpt = None, json_out: Js
 
 
 @fl_app.command("evaluate")
-def evaluate(model: Annotated[str, typer.Option(help="NAME:VERSION@JOB")], node: NodesOpt,
-             round_timeout: float = 120.0, workspace: WsOpt = None) -> None:
+def evaluate(model: Annotated[str, typer.Option(help="NAME:VERSION@JOB")], node: NodesOpt = None,
+             nodes: NodeIdsOpt = None, round_timeout: float = 120.0, workspace: WsOpt = None,
+             platform: PlatformOpt = None, token: TokenOpt = "", wait: bool = True, json_out: JsonOpt = False) -> None:
     """Federated evaluation of a trained model: per-node and pooled metrics."""
+    api = _remote(platform, token, node or workspace)
+    if api is not None:
+        _after_start(api, api.start("evaluate", model, nodes_arg(nodes), round_timeout=round_timeout), wait,
+                     json_out)
+        return
     job = run_evaluate(Workspace.default(workspace), model, _nodes(node), JobOptions(round_timeout=round_timeout))
     _status_table(job)
 
 
 @fl_app.command("plot")
-def plot(job: str, out: Path | None = None, workspace: WsOpt = None) -> None:
+def plot(job: str, out: Path | None = None, workspace: WsOpt = None, platform: PlatformOpt = None,
+         token: TokenOpt = "") -> None:
     """Write per-round metrics as JSON and a PNG plot."""
+    api = _remote(platform, token, workspace)
+    if api is not None:
+        json_path, png_path = remote_cli.plot(api, job, out)
+        console.print(f"wrote {json_path} and {png_path}")
+        return
     j = Workspace.default(workspace).jobs.get(job)
     json_path, png_path = results.plot(j, out)
     console.print(f"wrote {json_path} and {png_path}")

@@ -1,0 +1,83 @@
+"""The platform path of ``incisive model`` / ``incisive fl``: the platform's model registry and FL job API over
+HTTP with a user's API token (``--platform URL --token …`` or ``$INCISIVE_PLATFORM_URL`` / ``$INCISIVE_TOKEN``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from incisive.common.errors import IncisiveError, InputError
+from incisive.federated.archive import pack
+from incisive.federated.bundle import read_manifest
+
+FINAL = ("completed", "failed")
+
+
+class RemoteError(IncisiveError):
+    exit_code = 2
+
+
+class Platform:
+    def __init__(self, url: str, token: str, timeout_s: float = 60.0) -> None:
+        if not token:
+            raise InputError("give --token or set INCISIVE_TOKEN")
+        self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = httpx.request(method, self.url + path, timeout=self.timeout_s,
+                                     headers={"Authorization": f"Bearer {self.token}",
+                                              **kwargs.pop("headers", {})}, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RemoteError(f"cannot reach the platform: {type(exc).__name__}") from None
+        if response.status_code >= 300:
+            try:
+                detail = response.json().get("detail")
+            except ValueError:
+                detail = response.text[:200]
+            raise RemoteError(f"platform answered {response.status_code}: {detail}")
+        return response.json()
+
+    def register(self, bundle: Path, name: str | None, version: str | None) -> dict[str, Any]:
+        manifest = read_manifest(bundle.expanduser().resolve())
+        if (name and name != manifest.name) or (version and version != manifest.version):
+            raise InputError(f"--name/--version do not match the bundle manifest ({manifest.ref})")
+        data: dict[str, Any] = self.call("POST", "/api/v1/models", content=pack(bundle.expanduser().resolve()),
+                                         params={"name": manifest.name, "version": manifest.version},
+                                         headers={"Content-Type": "application/gzip"})
+        return data
+
+    def models(self) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = self.call("GET", "/api/v1/models")
+        return data
+
+    def start(self, op: str, model: str, nodes: list[str] | None, **params: Any) -> dict[str, Any]:
+        body = {"op": op, "model": model, "nodes": nodes, **{k: v for k, v in params.items() if v is not None}}
+        data: dict[str, Any] = self.call("POST", "/api/v1/fl/jobs", json=body)
+        return data
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.call("GET", f"/api/v1/fl/jobs/{job_id}")
+        return data
+
+    def follow(self, job_id: str, on_update: Callable[[dict[str, Any]], None] | None = None,
+               interval: float = 1.0, timeout: float = 24 * 3600) -> dict[str, Any]:
+        """Poll the job until it completed or failed."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_update:
+                on_update(job)
+            if job["status"] in FINAL or time.monotonic() > deadline:
+                return job
+            time.sleep(interval)
+
+
+def nodes_arg(text: str | None) -> list[str] | None:
+    """``all`` (or nothing) = every enrolled node; else comma-separated node ids."""
+    items = [t.strip() for t in (text or "").split(",") if t.strip()]
+    return None if not items or items == ["all"] else items

@@ -1,0 +1,88 @@
+"""Platform-path output of ``incisive model`` / ``incisive fl`` (the commands live in :mod:`incisive.federated.cli`;
+they come here when a platform URL is given and no local node/workspace)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.live import Live
+
+from incisive.common.output import console, print_json, table
+from incisive.federated.remote import Platform
+
+PlatformOpt = Annotated[str | None, typer.Option("--platform", envvar="INCISIVE_PLATFORM_URL",
+                                                 help="Platform URL: run through the platform's registry and "
+                                                      "SuperLink (nodes' agents start the SuperNodes)")]
+TokenOpt = Annotated[str, typer.Option("--token", envvar="INCISIVE_TOKEN", help="Your platform API token",
+                                       show_default=False)]
+
+
+def print_bundle(data: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        print_json(data)
+    else:
+        verb = "registered" if data.get("created", True) else "already registered"
+        console.print(f"{verb} {data['ref']} sha256 {data['sha256']} (platform)")
+
+
+def print_models(rows: list[dict[str, Any]], json_out: bool) -> None:
+    if json_out:
+        print_json(rows)
+        return
+    console.print(table("Models (platform)", ["model", "kind", "job types", "sha256", "registered"],
+                        [(r["ref"], r["kind"], ",".join(r["job_types"] or []), r["sha256"][:16], r["registered_at"])
+                         for r in rows]))
+
+
+def status_line(job: dict[str, Any]) -> str:
+    server = job.get("server") or {}
+    pooled = server.get("pooled") or {}
+    auc = f" pooled AUC {pooled['auc']:.4f}" if isinstance(pooled.get("auc"), float) else ""
+    return (f"job {job['id']} · {job['model']} · {job['spec'].get('strategy', 'fedavg')} · {job['status']} · "
+            f"phase {server.get('phase', '-')} round {server.get('round', 0)}{auc}")
+
+
+def print_job(job: dict[str, Any]) -> None:
+    console.print(status_line(job))
+    nodes = [(n, s.get("status", ""), s.get("reason", "")) for n, s in sorted(job["nodes"].items())]
+    console.print(table("Nodes", ["node", "status", "reason"], nodes))
+    rows = []
+    for r in job.get("rounds") or []:
+        pooled = r.get("pooled") or {}
+        rows.append((r["round"], r["phase"], ", ".join(str(n.get("node")) for n in r["nodes"]), len(r["failures"]),
+                     f"{pooled['auc']:.4f}" if "auc" in pooled else "",
+                     f"{pooled['accuracy']:.4f}" if "accuracy" in pooled else ""))
+    console.print(table("Rounds", ["round", "phase", "nodes", "failures", "pooled AUC", "pooled acc"], rows))
+    if job.get("error"):
+        console.print(f"[red]error:[/] {job['error']}")
+
+
+def follow(api: Platform, job_id: str, json_out: bool) -> dict[str, Any]:
+    """Wait for the job to end: a live status line on a terminal, nothing with --json."""
+    if json_out or not console.is_terminal:
+        return api.follow(job_id, interval=2.0)
+    with Live(console=console, refresh_per_second=2) as live:
+        return api.follow(job_id, lambda j: live.update(status_line(j)), interval=1.0)
+
+
+def show(job: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        print_json(job)
+    else:
+        print_job(job)
+
+
+def plot(api: Platform, job_id: str, out: Path | None) -> tuple[Path, Path]:
+    """Per-round metrics of a platform job as JSON + PNG, written locally in ``OUT/JOB`` (default ./fl-plots)."""
+    from incisive.federated import results
+    from incisive.federated.jobs import Job
+
+    job = api.job(job_id)
+    path = (out or Path("fl-plots")) / job["id"]
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "job.json").write_text(json.dumps({**job["spec"], "id": job["id"], "model": job["model"]}))
+    (path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in job.get("rounds") or []))
+    return results.plot(Job(path), path)
