@@ -1,9 +1,9 @@
 """Content-addressed object store (sha256), durable and idempotent.
 
 Layout: ``objects/ab/cd/abcd…`` (two levels of 256-way sharding). A write goes to ``tmp/`` with ``O_EXCL``,
-is fsynced, renamed into place and the shard directory is fsynced, so after ``put`` returns the object
-survives a crash or power cut. The same bytes always land at the same address: a second ``put`` finds the
-object and writes nothing. ``get`` re-hashes what it reads and raises on mismatch.
+is renamed into place, then the file and the directories that changed are fsynced, so after ``put`` returns
+the object survives a crash or power cut. The same bytes always land at the same address: a second ``put``
+verifies the object and writes nothing. ``get`` re-hashes what it reads and raises on mismatch.
 """
 
 from __future__ import annotations
@@ -56,14 +56,18 @@ class ObjectStore:
     def put(self, data: bytes) -> tuple[str, bool]:
         """Store ``data``; returns (sha256 hex, created). Durable when it returns.
 
-        Order: write and fsync the temporary file, create the shard directories if needed, rename, then fsync
-        the shard directory and the parents that gained an entry. Every directory whose entries changed is
-        fsynced before returning, and the directory fsyncs come last, so a journaling file system commits
-        the mkdirs and the rename together (one journal commit instead of one per directory).
+        Order: write the temporary file, create the shard directories if needed, rename it into place, fsync
+        the file, then fsync the shard directory and the parents that gained an entry. On a journaling file
+        system the file's fsync commits the data, the mkdirs and the rename in one journal commit, and the
+        directory fsyncs that POSIX needs find nothing left to commit (one commit per object instead of two).
+        Until ``put`` returns, a crash may leave a torn object at its final name; nothing refers to it (the
+        catalogue row is committed after ``put`` returns), and the next ``put`` of the same bytes finds the
+        mismatch and writes it again. An object already present is verified and fsynced before it is
+        reported as stored: another writer may still be on its way to its own fsync.
         """
         digest = hashlib.sha256(data).hexdigest()
         final = self.path(digest)
-        if final.is_file():
+        if final.is_file() and self._present(final, digest, len(data)):
             return digest, False
         tmp = self.tmp / f"{digest}.{secrets.token_hex(6)}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -71,27 +75,42 @@ class ObjectStore:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view):]
+            shard = final.parent
+            changed = [shard]
+            if not shard.is_dir():
+                changed.append(shard.parent)  # objects/ab gains cd
+                if not shard.parent.is_dir():
+                    changed.append(shard.parent.parent)  # objects gains ab
+                shard.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
             os.fsync(fd)
         except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        finally:
             os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        shard = final.parent
-        changed = [shard]
-        if not shard.is_dir():
-            changed.append(shard.parent)  # objects/ab gains cd
-            if not shard.parent.is_dir():
-                changed.append(shard.parent.parent)  # objects gains ab
-            shard.mkdir(parents=True, exist_ok=True)
-        try:
-            os.replace(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
         for directory in changed:
             _fsync_dir(directory)
         return digest, True
+
+    @staticmethod
+    def _present(path: Path, digest: str, size: int) -> bool:
+        """The object at ``path`` is complete and durable (a torn write from a crash is not)."""
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            return False
+        try:
+            h = hashlib.sha256()
+            while chunk := os.read(fd, _CHUNK):
+                h.update(chunk)
+            if h.hexdigest() != digest or os.fstat(fd).st_size != size:
+                return False
+            os.fsync(fd)
+            _fsync_dir(path.parent)
+            return True
+        finally:
+            os.close(fd)
 
     def get(self, digest: str) -> bytes:
         """Read an object and verify its hash; :class:`IntegrityError` when the bytes changed."""
