@@ -112,12 +112,8 @@ echo "A researcher's question, answered by each node on its own data (cells belo
 incisive query count --by cancer_type
 incisive query count --by modality,cancer_type --unit studies
 incisive query count --by sex --epsilon 0.5
-kill ${pids[*]} 2>/dev/null || true; wait 2>/dev/null || true; trap - EXIT
-incisive audit verify --node "$out/node"
-incisive audit verify --platform "$out/platform"
 
-step "12. Federated learning on Flower: tabular-risk trained across the three hospitals (non-IID), data never moves"
-export INCISIVE_FL_HOME="$out/fl"
+step "12. Federated learning through the platform: its SuperLink, a SuperNode started by each hospital's agent"
 python3 - "$out" <<'PY'
 import sys
 from pathlib import Path
@@ -131,13 +127,20 @@ for part in a b c; do
   dir=node; [ $part = a ] || dir=node-$part
   incisive node import --clinical "$out/bc-$part.csv" --home "$out/$dir" --json >/dev/null
 done
+admin=$(incisive platform user add ada --role admin --home "$out/platform" --json | jfield token)
+echo "The platform's admin registers the bundle (code + sha256 in the platform's model registry):"
 incisive model register "$(python3 -c 'import incisive.federated.bundles as b, os; print(os.path.dirname(b.__file__))')/tabular_risk" \
-  --name tabular-risk --version 1
-for dir in node node-b node-c; do incisive node policy approve tabular-risk:1 --home "$out/$dir"; done
-incisive fl train --model tabular-risk:1 --node hospital-a="$out/node" --node hospital-b="$out/node-b" \
-  --node hospital-c="$out/node-c" --rounds 3 --round-timeout 120
-job=$(ls -t "$INCISIVE_FL_HOME/jobs" | head -n1)
-incisive fl plot "$job"
+  --name tabular-risk --version 1 --token "$admin"
+echo "Each hospital's data-protection manager approves that sha256 (downloaded from the platform, re-hashed):"
+for dir in node node-b node-c; do incisive node policy approve tabular-risk:1 --from-platform --home "$out/$dir"; done
+echo "A researcher trains across all hospitals; each agent starts a SuperNode that dials out to the platform:"
+job=$(incisive fl train --model tabular-risk:1 --nodes all --rounds 3 --round-timeout 120 --no-wait --json | jfield id)
+incisive fl status "$job" --follow
+incisive model list
+incisive fl plot "$job" --out "$out/fl-plots"
+kill ${pids[*]} 2>/dev/null || true; wait 2>/dev/null || true; trap - EXIT
+incisive audit verify --node "$out/node"
+incisive audit verify --platform "$out/platform"
 
 step "13. No original PHI value anywhere the node wrote (store, catalogue, logs, backup, restored copy)"
 python3 - "$out" <<'PY'

@@ -139,7 +139,10 @@ def status(job: str, follow: bool = False, workspace: WsOpt = None, platform: Pl
     """Per-round metrics and per-node participation; --follow refreshes until the job ends."""
     api = _remote(platform, token, workspace)
     if api is not None:
-        remote_cli.show(remote_cli.follow(api, job, json_out) if follow else api.job(job), json_out)
+        data = remote_cli.follow(api, job, json_out) if follow else api.job(job)
+        remote_cli.show(data, json_out)
+        if follow and data["status"] != "completed":
+            raise typer.Exit(1)
         return
     j = Workspace.default(workspace).jobs.get(job)
     if json_out:
