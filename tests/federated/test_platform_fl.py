@@ -160,3 +160,14 @@ def test_train_through_the_platform(federation: Federation, tmp_path: Path) -> N
     # the platform told the agents to stop their SuperNodes
     _wait(lambda: not any(fed.agents[k].fl.running for k in approved), 30, "SuperNodes stopped")
     print(f"platform FL job: 5 rounds x 3 nodes in {elapsed:.1f} s")
+
+    # federated evaluation of the trained model on the same SuperLink (reused), new SuperNodes
+    started = time.monotonic()
+    ev = fed.researcher.start("evaluate", f"tabular-risk:1@{job['id']}", [ids[k] for k in approved],
+                              round_timeout=120.0)
+    done = fed.researcher.follow(ev["id"], interval=1.0, timeout=240)
+    assert done["status"] == "completed", done
+    assert [r["phase"] for r in done["rounds"]] == ["evaluate"]
+    assert abs(done["rounds"][0]["pooled"]["auc"] - evals[-1]["pooled"]["auc"]) < 1e-6  # same model, same rows
+    assert done["provenance"]["source_job"] == job["id"]
+    print(f"platform FL evaluation: {time.monotonic() - started:.1f} s")
