@@ -138,7 +138,7 @@ def test_routes_and_roles(sqlite_api: Api) -> None:
     recorder = Recorder()
     api.client.app.state.fl = recorder  # type: ignore[attr-defined]
     node = enrol_fake(api, "hospital-a")
-    gz = {"Content-Type": "application/gzip"}
+    gz = {"Content-Type": "application/octet-stream"}
     url = "/api/v1/models?name=tabular-risk&version=1"
     assert api.client.post(url, content=pack(TABULAR), headers={**gz, **api.h("researcher")}).status_code == 403
     r = api.client.post(url, content=pack(TABULAR), headers={**gz, **api.h("admin")})

@@ -48,7 +48,7 @@ class Platform:
             raise InputError(f"--name/--version do not match the bundle manifest ({manifest.ref})")
         data: dict[str, Any] = self.call("POST", "/api/v1/models", content=pack(bundle.expanduser().resolve()),
                                          params={"name": manifest.name, "version": manifest.version},
-                                         headers={"Content-Type": "application/gzip"})
+                                         headers={"Content-Type": "application/octet-stream"})
         return data
 
     def models(self) -> list[dict[str, Any]]:

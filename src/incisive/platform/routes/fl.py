@@ -16,7 +16,7 @@ router = APIRouter(prefix="/api/v1", tags=["federated learning"])
 Name = Annotated[str, Path(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9-]*$")]
 Version = Annotated[str, Path(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9][A-Za-z0-9.+-]*$")]
 NodeId = Annotated[str, Field(min_length=1, max_length=63)]
-ARCHIVE_BODY = {"requestBody": {"required": True, "content": {"application/gzip": {
+ARCHIVE_BODY = {"requestBody": {"required": True, "content": {"application/octet-stream": {
     "schema": {"type": "string", "format": "binary"}}}}}
 
 
