@@ -80,11 +80,14 @@ class Proc:
 
 
 def supernode_argv(superlink: str, node_dir: Path) -> list[str]:
-    """The ``flower-supernode`` command line for one node directory, dialling out to ``superlink`` (host:port).
+    """The command line of one node's Flower runtime, dialling out to ``superlink`` (host:port).
 
-    The one place SuperNode arguments are built: :class:`Federation` (launcher, tests) and the node agent use it."""
-    return [str(BIN / "flower-supernode"), "--insecure", "--superlink", superlink,
-            "--host", "127.0.0.1", "--port", str(free_port()),
+    The one place SuperNode arguments are built: :class:`Federation` (launcher, tests) and the node agent use it.
+    It is ``flower-supernode`` in ``--isolation process`` mode, run through :mod:`incisive.federated.node_runtime`,
+    which also starts the node's warm ClientApp executor beside it (one process tree; stop it as a group).
+    Without that executor every message would start a ``flwr-clientapp`` process that imports torch again."""
+    return [sys.executable, "-m", "incisive.federated.node_runtime", "--insecure", "--superlink", superlink,
+            "--host", "127.0.0.1", "--port", str(free_port()), "--isolation", "process",
             "--node-config", f'node-dir="{node_dir.resolve()}"']
 
 
