@@ -11,6 +11,7 @@ model in the job directory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -45,6 +46,7 @@ from incisive.federated.bundle import Registry, load_task, read_manifest
 from incisive.federated.jobs import Job
 
 EMPTY = Parameters(tensors=[], tensor_type="numpy.ndarray")
+REPLY_POLL_S = 0.1
 ALLOWED_METRICS = {"node", "n", "loss", "accuracy", "auc", "neg", "pos", "dp_epsilon", "train_seconds", "refused"}
 
 
@@ -57,6 +59,20 @@ def _unhist(text: Any) -> list[int]:
 
 
 # ---------------------------------------------------------------- client (runs at the node)
+# The node's warm executor (node_runtime) runs every task of a job in one process: the opened node and the rows a
+# bundle read are kept for the job's later rounds and phases (only the current job's entries are kept).
+_NODES: dict[str, Any] = {}
+_DATA: dict[tuple[str, str, str, str], Any] = {}
+
+
+def _cached_data(task: Any, node: Any, manifest: dict[str, Any], key: tuple[str, str, str, str]) -> Any:
+    if key not in _DATA:
+        for old in [k for k in _DATA if k[:2] != key[:2]]:
+            del _DATA[old]  # another job (or node): drop it
+        _DATA[key] = task.load_data(node, manifest, key[3])
+    return _DATA[key]
+
+
 class NodeClient(Client):
     def __init__(self, context: Context) -> None:
         self.context = context
@@ -73,7 +89,14 @@ class NodeClient(Client):
             return f"bundle {name}:{version} ({digest[:12]}) is not approved at this node"
         manifest = json.loads((path / "manifest.json").read_text())
         read_manifest(path)
-        return Node.open(self.home), manifest, load_task(path, digest)
+        home = str(self.home.resolve())
+        if home not in _NODES:
+            _NODES[home] = Node.open(self.home)
+        return _NODES[home], manifest, load_task(path, digest)
+
+    def _data(self, task: Any, node: Any, manifest: dict[str, Any], split: str) -> Any:
+        key = (str(self.home.resolve()), str(self.cfg.get("job-id", "")), str(self.cfg["sha256"]), split)
+        return _cached_data(task, node, manifest, key)
 
     def _node_id(self) -> str:
         try:
@@ -97,8 +120,7 @@ class NodeClient(Client):
             return FitRes(Status(Code.FIT_NOT_IMPLEMENTED, opened), EMPTY, 0, {"node": self._node_id(),
                                                                                "refused": opened})
         node, manifest, task = opened
-        started = time.perf_counter()
-        data = task.load_data(node, manifest, "train")
+        data = self._data(task, node, manifest, "train")
         model = task.build_model(manifest)
         engine.set_weights(model, parameters_to_ndarrays(ins.parameters))
         p = manifest["params"]
@@ -114,6 +136,7 @@ class NodeClient(Client):
             steps_per_epoch = math.ceil(len(data) / batch)
             total = int(self.cfg["num-rounds"]) * epochs * steps_per_epoch
             noise = engine.noise_multiplier(dp, 1 / steps_per_epoch, total)
+        started = time.perf_counter()
         result = engine.train(model, data.x, data.y, epochs=epochs, lr=float(p["lr"]), batch_size=batch,
                               proximal_mu=float(ins.config.get("proximal_mu", 0.0)), dp=dp, dp_noise=noise,
                               seed=int(ins.config.get("round", 0)), device=engine.device_for())
@@ -134,7 +157,7 @@ class NodeClient(Client):
             return EvaluateRes(Status(Code.EVALUATE_NOT_IMPLEMENTED, opened), 0.0, 0,
                                {"node": self._node_id(), "refused": opened})
         node, manifest, task = opened
-        data = task.load_data(node, manifest, "test")
+        data = self._data(task, node, manifest, "test")
         model = task.build_model(manifest)
         engine.set_weights(model, parameters_to_ndarrays(ins.parameters))
         m = engine.evaluate(model, data.x, data.y, engine.device_for())
@@ -159,16 +182,42 @@ client_app = ClientApp(client_fn=lambda context: NodeClient(context).to_client()
 
 # ---------------------------------------------------------------- server (runs at the platform)
 class TimedGrid:
-    """A Grid whose every send_and_receive is bounded by the round timeout."""
+    """A Grid whose every send_and_receive is bounded by the round timeout, polls for replies every
+    :data:`REPLY_POLL_S` (Flower's own loop sleeps 3 s between pulls) and records what each reply carried on the
+    wire: array bytes in the clear vs. config records (under SecAgg+ the masked vectors travel there)."""
 
-    def __init__(self, grid: Any, timeout: float) -> None:
-        self._grid, self._timeout = grid, timeout
+    def __init__(self, grid: Any, timeout: float, job: Job | None = None) -> None:
+        self._grid, self._timeout, self._job = grid, timeout, job
 
     def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
-        return self._grid.send_and_receive(messages, timeout=timeout or self._timeout)
+        ids = set(self._grid.push_messages(messages))
+        deadline = time.monotonic() + (timeout or self._timeout)
+        replies: list[Any] = []
+        while ids:
+            got = list(self._grid.pull_messages(ids))
+            replies += got
+            ids.difference_update(m.metadata.reply_to_message_id for m in got)
+            if not ids or time.monotonic() >= deadline:
+                break
+            time.sleep(REPLY_POLL_S)
+        if self._job is not None:
+            for msg in replies:
+                self._job.add_received(_wire_record(msg))
+        return replies
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._grid, name)
+
+
+def _wire_record(msg: Any) -> dict[str, Any]:
+    """What one reply carried: counts and sizes only, never values."""
+    rec: dict[str, Any] = {"phase": "wire", "type": str(msg.metadata.message_type),
+                           "src": str(msg.metadata.src_node_id), "error": msg.has_error()}
+    if not msg.has_error():
+        arrays = [a for r in msg.content.array_records.values() for a in r.values()]
+        rec.update(arrays=len(arrays), array_bytes=sum(len(a.data) for a in arrays),
+                   configs=sorted(k for r in msg.content.config_records.values() for k in r))
+    return rec
 
 
 def _received(job: Job, phase: str, rnd: int, results: list[Any]) -> None:
@@ -176,6 +225,7 @@ def _received(job: Job, phase: str, rnd: int, results: list[Any]) -> None:
         tensors = list(getattr(getattr(res, "parameters", None), "tensors", []) or [])
         job.add_received({"phase": phase, "round": rnd, "node": str(res.metrics.get("node", "?")),
                           "tensors": len(tensors), "bytes": sum(len(t) for t in tensors),
+                          "sha256": hashlib.sha256(b"".join(tensors)).hexdigest(),
                           "metrics": {k: type(v).__name__ for k, v in res.metrics.items()},
                           "num_examples": int(res.num_examples)})
 
@@ -197,7 +247,8 @@ def recording_strategy(base: type, job: Job, **kwargs: Any) -> Any:
             params, metrics = super().aggregate_fit(rnd, results, failures)
             nodes = [{k: v for k, v in r.metrics.items() if k in ALLOWED_METRICS} | {"num_examples": r.num_examples}
                      for _, r in results]
-            job.add_round({"phase": "fit", "round": rnd, "nodes": nodes, "failures": _failures(failures)})
+            job.add_round({"phase": "fit", "round": rnd, "nodes": nodes, "failures": _failures(failures),
+                           "t": time.time()})
             if params is not None:
                 job.save_model(parameters_to_ndarrays(params))
             job.set_server_state(phase="fit", round=rnd)
@@ -217,7 +268,7 @@ def recording_strategy(base: type, job: Job, **kwargs: Any) -> Any:
                       "accuracy": sum(float(x["accuracy"]) * int(x["n"]) for x in nodes) / total,
                       "auc": engine.pooled_auc(neg.tolist(), pos.tolist())}
             job.add_round({"phase": "evaluate", "round": rnd, "nodes": nodes, "pooled": pooled,
-                           "failures": _failures(failures)})
+                           "failures": _failures(failures), "t": time.time()})
             job.set_server_state(phase="evaluate", round=rnd, pooled=pooled)
             return pooled["loss"], {"auc": pooled["auc"], "accuracy": pooled["accuracy"]}
 
@@ -229,6 +280,11 @@ server_app = ServerApp()
 
 @server_app.main()
 def main(grid: Any, context: Context) -> None:
+    from flwr.superlink.grid import http_grid
+
+    from incisive.federated.node_runtime import quicker_object_pulls
+
+    quicker_object_pulls(http_grid)
     cfg = dict(context.run_config)
     job = Job(Path(str(cfg["job-dir"])))
     job.set_server_state(phase="starting", round=0, finished=False)
@@ -274,7 +330,7 @@ def _serve(grid: Any, context: Context, cfg: dict[str, Any], job: Job) -> None:
         n = max(2, min_nodes)
         wf["fit_workflow"] = SecAggPlusWorkflow(num_shares=n, reconstruction_threshold=max(2, n - 1),
                                                 timeout=timeout)
-    timed: Any = TimedGrid(grid, timeout)
+    timed: Any = TimedGrid(grid, timeout, job)
     DefaultWorkflow(**wf)(timed, legacy)
     if not evaluate_only:
         final = legacy.state.array_records.get("parameters")
