@@ -31,6 +31,8 @@ ENDPOINTS: list[tuple[str, str, Any, str]] = [
     ("POST", "/api/v1/fl/jobs", {"model": "tabular-risk:1"}, "fl:run"),
     ("GET", "/api/v1/fl/jobs", None, "fl:read"),
     ("GET", "/api/v1/fl/jobs/no-such-job", None, "fl:read"),
+    ("POST", "/api/v1/inference", {"model": "tabular-risk:1@no-such-job", "node": "seed"}, "fl:run"),
+    ("GET", "/api/v1/inference/no-such-request", None, "fl:read"),
 ]
 
 
@@ -42,7 +44,8 @@ def test_matrix_covers_every_user_route(tmp_path: Any) -> None:
     routes = {(m.upper(), p) for p, ops in paths.items() if p.startswith("/api/v1") and p != "/api/v1/health"
               for m in ops}
     listed = {(m, p.replace("researcher", "{username}").replace("no-such-node", "{node_id}")
-               .replace("tabular-risk/1", "{name}/{version}").replace("no-such-job", "{job_id}"))
+               .replace("tabular-risk/1", "{name}/{version}").replace("no-such-job", "{job_id}")
+               .replace("no-such-request", "{request_id}"))
               for m, p, _, _ in ENDPOINTS}
     assert routes == listed
     assert {perm for *_, perm in ENDPOINTS} == set(PERMISSIONS)

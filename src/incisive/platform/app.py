@@ -21,7 +21,7 @@ from incisive.platform.db import PlatformDb
 from incisive.platform.errors import PlatformError
 from incisive.platform.fl_runner import FlRunner
 from incisive.platform.hub import Hub
-from incisive.platform.routes import agent, agent_fl, audit, fl, nodes, queries, users
+from incisive.platform.routes import agent, agent_fl, audit, fl, inference, nodes, queries, users
 from incisive.platform.settings import PlatformSettings
 
 log = get_logger("platform")
@@ -87,7 +87,7 @@ def create_app(settings: PlatformSettings, db: PlatformDb | None = None) -> Fast
                   description="Registry, RBAC, node agent link, federated queries with disclosure control, "
                               "model registry and federated learning (Flower), audit.")
     app.state.settings, app.state.db, app.state.hub, app.state.fl = settings, database, hub, runner
-    for module in (users, nodes, queries, fl, audit, agent, agent_fl):
+    for module in (users, nodes, queries, fl, inference, audit, agent, agent_fl):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
 

@@ -40,6 +40,8 @@ class PlatformSettings(TomlSettings):
     fl_start_timeout_s: float = Field(default=300.0, gt=0, description="FL job: wait this long for the nodes' "
                                       "agents to accept or refuse, and for training to start")
     fl_job_timeout_s: float = Field(default=6 * 3600.0, gt=0, description="FL job: longest run; then it is stopped")
+    infer_timeout_s: float = Field(default=3600.0, gt=0, description="Inference request: offered to the node's "
+                                   "agent for this long, then it expires")
 
 
     @property

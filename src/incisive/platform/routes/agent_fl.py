@@ -1,4 +1,5 @@
-"""Agent endpoint for federated learning: a node downloads a bundle's code (signed request) and re-hashes it."""
+"""Agent endpoints for federated learning: a node downloads a bundle's code, or the trained model of an inference
+job it was given (signed requests); it re-hashes both."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from incisive.platform.routes.agent import signed
 from incisive.platform.routes.deps import get_db, get_settings
-from incisive.platform.services import audit, models
+from incisive.platform.services import audit, inference, models
 from incisive.platform.services.nodes import NodeRef
 
 router = APIRouter(prefix="/agent/v1", tags=["agent"])
@@ -28,4 +29,15 @@ async def bundle(name: Annotated[str, Path(min_length=1, max_length=63)],
                      details={"sha256": row.sha256})
         return {"name": row.name, "version": row.version, "sha256": row.sha256,
                 "archive": base64.b64encode(row.archive).decode("ascii")}
+    return await signed(request, db, settings.signature_window_s, then)
+
+
+@router.get("/infer/{job_id}/model")
+async def trained_model(job_id: Annotated[str, Path(min_length=1, max_length=64)], request: Request) -> dict[str, Any]:
+    """The trained model an open ``infer`` job of this node names (base64 .npz) and its recorded sha256."""
+    db, settings = get_db(request), get_settings(request)
+
+    def then(s: Session, node: NodeRef) -> dict[str, Any]:
+        source, digest, weights = inference.trained_for(s, node.node_id, job_id)
+        return {"job": source, "sha256": digest, "weights": base64.b64encode(weights).decode("ascii")}
     return await signed(request, db, settings.signature_window_s, then)
