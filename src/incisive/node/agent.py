@@ -5,6 +5,8 @@
 * runs each job **at most once** (its id is recorded durably in ``agent/state.db`` before it runs) after checking
   the node's own policy, and delivers the result **at least once** (kept and re-sent until acknowledged);
 * runs a Flower SuperNode in the background for ``fl-supernode`` jobs (see :mod:`incisive.node.fl_agent`);
+* runs inference for ``infer`` jobs; results stay at the node, at most a summary goes back
+  (see :mod:`incisive.node.infer_agent`);
 * sends heartbeats (software version, free disk, last verified backup age, readiness summary, data summary);
 * reconnects with exponential backoff and full jitter when the platform is unreachable or restarting; stops
   when the platform says this node is revoked (401/403).
@@ -29,6 +31,7 @@ from incisive.node.audit_log import NodeAudit
 from incisive.node.catalogue import queries
 from incisive.node.fl_agent import Supernodes
 from incisive.node.home import Node
+from incisive.node.infer_agent import INFER_JOB, run_infer
 from incisive.node.policy import load_policy
 
 log = get_logger("agent")
@@ -142,8 +145,13 @@ class Agent:
     def handle(self, job: dict[str, Any]) -> None:
         job_id = str(job["id"])
         if self.state.begin(job_id, str(job.get("type")), time.time()):
-            fl = self.fl.handles(str(job.get("type")))
-            result = self.fl.run(job) if fl else run_job(self.node, job)
+            kind = str(job.get("type"))
+            if self.fl.handles(kind):
+                result = self.fl.run(job)
+            elif kind == INFER_JOB:  # runs here, in the poll loop: one inference at a time per node
+                result = run_infer(self.node, self.client, job)
+            else:
+                result = run_job(self.node, job)
             self.state.finish(job_id, result)
             with self._audit_lock:
                 self._to_audit.append((job, result["status"]))
@@ -161,7 +169,10 @@ class Agent:
             self.audit.append(f"researcher:{payload.get('requester', '')}", f"job.{job.get('type')}",
                               target=str(job["id"]), node=self.settings.node_id, outcome=outcome,
                               details={"by": payload.get("by"), "metric": payload.get("metric"),
-                                       "project": payload.get("project")})
+                                       "project": payload.get("project"),
+                                       **({"model": f"{payload.get('model')}:{payload.get('version')}"
+                                                    f"@{payload.get('job')}"} if job.get("type") == INFER_JOB
+                                          else {})})
 
     def deliver(self) -> None:
         for job_id, result in self.state.undelivered():

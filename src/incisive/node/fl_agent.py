@@ -57,6 +57,23 @@ def fetch_bundle(client: SignedClient, name: str, version: str, dest: Path) -> s
     return bundle_digest(dest)
 
 
+def ensure_bundle(node: Node, client: SignedClient, name: str, version: str, digest: str) -> str | None:
+    """Download the bundle from the platform and check it is the approved one (``digest``); restore the node's
+    approved copy from it when that copy is missing. None when all is well, else the reason to refuse."""
+    from incisive.federated.approval import local_bundle_path, verified_local_bundle
+
+    with tempfile.TemporaryDirectory(prefix="incisive-bundle-") as tmp:
+        received = fetch_bundle(client, name, version, Path(tmp) / "bundle")
+        if received != digest:
+            return "the bundle received does not match the approved sha256"
+        if verified_local_bundle(node.home, name, version, digest) is None:  # approved copy missing
+            target = local_bundle_path(node.home, name, version)
+            shutil.rmtree(target, ignore_errors=True)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(Path(tmp) / "bundle", target)
+    return None
+
+
 class Supernodes:
     """The SuperNodes this agent runs, by platform FL job id."""
 
@@ -85,7 +102,7 @@ class Supernodes:
             return {"status": "error", "error": f"could not start the SuperNode ({type(exc).__name__})"}
 
     def _start(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from incisive.federated.approval import is_approved, local_bundle_path, verified_local_bundle
+        from incisive.federated.approval import is_approved
         from incisive.federated.bundle import NAME_RE, VERSION_RE
 
         fl_job, address = str(payload.get("fl_job", "")), str(payload.get("superlink", ""))
@@ -100,15 +117,9 @@ class Supernodes:
         if not is_approved(self.node.home, name, version, digest):
             return {"status": "refused", "error": f"bundle {name}:{version} ({digest[:12]}) is not approved at "
                                                   "this node"}
-        with tempfile.TemporaryDirectory(prefix="incisive-bundle-") as tmp:
-            received = fetch_bundle(self.client, name, version, Path(tmp) / "bundle")
-            if received != digest:
-                return {"status": "refused", "error": "the bundle received does not match the approved sha256"}
-            if verified_local_bundle(self.node.home, name, version, digest) is None:  # approved copy missing
-                target = local_bundle_path(self.node.home, name, version)
-                shutil.rmtree(target, ignore_errors=True)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copytree(Path(tmp) / "bundle", target)
+        problem = ensure_bundle(self.node, self.client, name, version, digest)
+        if problem is not None:
+            return {"status": "refused", "error": problem}
         deadline = float(payload.get("deadline") or time.time() + 6 * 3600)
         with self.lock:
             current = self.running.get(fl_job)

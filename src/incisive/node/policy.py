@@ -1,7 +1,8 @@
 """What this node shares: ``<node>/policy.toml``, enforced by the node itself on every job.
 
 * ``participate``: take part in federated jobs at all (false = every job is refused);
-* ``job_types``: accepted job types (``count``, ``summary``);
+* ``job_types``: accepted job types (``count``, ``summary``, ``fl-supernode``, ``infer``; all by default). A
+  policy file that lists its job types keeps exactly those: add ``infer`` to run inference for the platform;
 * ``researchers`` / ``projects``: allowed requesters and projects (empty = any);
 * ``min_cell_count``: k; aggregate cells below k are suppressed here, before anything leaves the node. A job may
   ask for a larger k, never a smaller one: the platform cannot override the node's policy;

@@ -1,0 +1,106 @@
+"""Inference for the platform at the node's agent: ``infer`` jobs.
+
+The payload names a bundle (name, version, sha256), the training job whose model to use and that model's sha256,
+the series to score (default: all) and the requester. The node decides alone:
+
+1. its policy must accept the job type ``infer``, the requester and the project;
+2. the bundle's sha256 must be approved here (``incisive node policy approve``); the bundle downloaded from the
+   platform must hash to it;
+3. the trained weights, downloaded from the platform (signed request; only for an open ``infer`` job of this
+   node), must hash to the sha256 the job names;
+
+then :func:`incisive.federated.results.infer` scores the data and writes the results at the node (catalogue rows,
+DICOM SRs). The answer holds **only** :func:`incisive.federated.results.shareable_summary` when the node's policy
+allows sharing it (counts and a histogram, suppressed below k), else that it was withheld: never rows, scores or
+UIDs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from incisive.common.logging import get_logger
+from incisive.node.agent_link import LinkError, SignedClient
+from incisive.node.fl_agent import SHA256, ensure_bundle
+from incisive.node.home import Node
+from incisive.node.policy import load_policy
+
+log = get_logger("agent.infer")
+INFER_JOB = "infer"
+WITHHELD = "withheld by node policy"
+JOB_ID = re.compile(r"[A-Za-z0-9-]{1,32}")
+UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+MAX_SERIES = 1000
+
+
+def run_infer(node: Node, client: SignedClient, job: dict[str, Any]) -> dict[str, Any]:
+    """The agent's answer to an ``infer`` job (never a traceback, never per-item results)."""
+    try:
+        return _infer(node, client, str(job.get("id", "")), job.get("payload") or {})
+    except LinkError as exc:
+        return {"status": "error", "error": f"download from the platform failed ({exc.status or 'unreachable'})"}
+    except Exception as exc:  # the type only: a message could quote data
+        log.exception("infer job failed")
+        return {"status": "error", "error": f"inference failed on the node ({type(exc).__name__})"}
+
+
+def _valid(agent_job: str, payload: dict[str, Any]) -> bool:
+    from incisive.federated.bundle import NAME_RE, VERSION_RE
+
+    series = payload.get("series") or []
+    return bool(NAME_RE.match(str(payload.get("model", ""))) and VERSION_RE.match(str(payload.get("version", "")))
+                and SHA256.fullmatch(str(payload.get("sha256", "")))
+                and SHA256.fullmatch(str(payload.get("model_sha256", "")))
+                and JOB_ID.fullmatch(str(payload.get("job", ""))) and re.fullmatch(r"[A-Za-z0-9-]{1,64}", agent_job)
+                and isinstance(series, list) and len(series) <= MAX_SERIES
+                and all(isinstance(u, str) and len(u) <= 64 and UID.fullmatch(u) for u in series))
+
+
+def _infer(node: Node, client: SignedClient, agent_job: str, payload: dict[str, Any]) -> dict[str, Any]:
+    from incisive.federated import results
+    from incisive.federated.approval import is_approved, local_bundle_path
+    from incisive.federated.bundle import Manifest, RegisteredBundle
+    from incisive.federated.jobs import Job
+
+    if not _valid(agent_job, payload):
+        return {"status": "error", "error": "invalid infer job"}
+    name, version, digest, source = (str(payload[k]) for k in ("model", "version", "sha256", "job"))
+    reason = load_policy(node.home).decide(INFER_JOB, str(payload.get("requester", "")), payload.get("project"))
+    if reason is not None:
+        return {"status": "refused", "error": reason}
+    if not is_approved(node.home, name, version, digest):
+        return {"status": "refused", "error": f"bundle {name}:{version} ({digest[:12]}) is not approved at this node"}
+    problem = ensure_bundle(node, client, name, version, digest)
+    if problem is not None:
+        return {"status": "refused", "error": problem}
+    data = client.request("GET", f"/agent/v1/infer/{agent_job}/model", timeout_s=120) or {}
+    weights = base64.b64decode(str(data.get("weights", "")))
+    if hashlib.sha256(weights).hexdigest() != payload["model_sha256"] or data.get("job") != source:
+        return {"status": "refused", "error": "the trained model received does not match its sha256"}
+    path = local_bundle_path(node.home, name, version)
+    bundle = RegisteredBundle(Manifest.from_dict(json.loads((path / "manifest.json").read_text())), digest, path, "")
+    with tempfile.TemporaryDirectory(prefix="incisive-model-") as tmp:
+        job_dir = Path(tmp) / source
+        job_dir.mkdir()
+        (job_dir / "job.json").write_text(json.dumps({"id": source, "model": f"{name}:{version}"}))
+        (job_dir / "model.npz").write_bytes(weights)
+        try:
+            report = results.infer(node, bundle, Job(job_dir), list(payload.get("series") or []) or None)
+        except PermissionError as exc:
+            return {"status": "refused", "error": str(exc)[:300]}
+    log.info("inference for the platform: run %s, %d item(s), summary %s", report["run"], report["items"],
+             "shared" if report["shareable"] else "withheld")
+    summary = report["summary"]
+    if summary is None and report["items"] == 0 and results.summary_allowed(node, name, version):
+        k = load_policy(node.home).min_cell_count  # nothing scored: an all-zero summary reveals nobody
+        summary = {"model": f"{name}:{version}", "job": source, "run": report["run"],
+                   **results.summarise([], report["threshold"], k)}
+    if summary is None:
+        return {"status": "ok", "result": {"shared": False, "summary": WITHHELD}}
+    return {"status": "ok", "result": {"shared": True, "summary": summary}}
