@@ -191,17 +191,34 @@ def plot(job: str, out: Path | None = None, workspace: WsOpt = None, platform: P
 
 
 def infer(model: Annotated[str, typer.Option(help="NAME:VERSION@JOB")],
-          node: Annotated[Path | None, typer.Option("--node", help="Node directory")] = None,
+          node: Annotated[str | None, typer.Option("--node", help="Node directory (local), or the node's id at the "
+                                                                  "platform (with --platform)")] = None,
           series: Annotated[list[str] | None, typer.Option(help="Series UID(s); default all")] = None,
-          workspace: WsOpt = None, json_out: JsonOpt = False) -> None:
-    """Score a node's data with a trained model; results are written at the node, only a summary is printed."""
+          workspace: WsOpt = None, platform: PlatformOpt = None, token: TokenOpt = "",
+          project: Annotated[str | None, typer.Option(help="Platform mode: the project it is for")] = None,
+          timeout: Annotated[float, typer.Option(help="Platform mode: wait this long for the node (s)")] = 600.0,
+          json_out: JsonOpt = False) -> None:
+    """Score a node's data with a trained model; results are written at the node, only a summary is printed.
+    With --platform and a node id: the platform asks that node's agent, which answers with the summary only if
+    its policy allows."""
     from incisive.node.home import Node
 
     name, version, job_id = parse_ref(model)
     if not job_id:
         raise InputError("inference needs a trained model: NAME:VERSION@JOB")
+    local_dir = node is not None and Path(node).expanduser().is_dir()
+    api = _remote(platform, token, workspace or local_dir or node is None)
+    if api is not None and node is not None:
+        request = api.infer(model, node, series, project)
+        if not json_out:
+            console.print(f"inference {request['id']} queued for {node}")
+        done = remote_cli.wait_inference(api, str(request["id"]), node, timeout, json_out)
+        remote_cli.print_inference(done, json_out)
+        if done["status"] != "completed":
+            raise typer.Exit(1)
+        return
     ws = Workspace.default(workspace)
-    n = Node.open(resolve_home(node))
+    n = Node.open(resolve_home(Path(node) if node else None))
     try:
         summary = results.infer(n, ws.registry.get(name, version), ws.jobs.get(job_id), series)
     except PermissionError as exc:

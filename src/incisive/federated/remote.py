@@ -1,5 +1,6 @@
-"""The platform path of ``incisive model`` / ``incisive fl``: the platform's model registry and FL job API over
-HTTP with a user's API token (``--platform URL --token …`` or ``$INCISIVE_PLATFORM_URL`` / ``$INCISIVE_TOKEN``)."""
+"""The platform path of ``incisive model`` / ``incisive fl`` / ``incisive infer``: the platform's model registry,
+FL job and inference API over HTTP with a user's API token (``--platform URL --token …`` or
+``$INCISIVE_PLATFORM_URL`` / ``$INCISIVE_TOKEN``)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from incisive.federated.archive import pack
 from incisive.federated.bundle import read_manifest
 
 FINAL = ("completed", "failed")
+INFER_PENDING = ("queued", "running")
 
 
 class RemoteError(IncisiveError):
@@ -74,6 +76,29 @@ class Platform:
                 on_update(job)
             if job["status"] in FINAL or time.monotonic() > deadline:
                 return job
+            time.sleep(interval)
+
+
+    def infer(self, model: str, node: str, series: list[str] | None, project: str | None = None) -> dict[str, Any]:
+        body = {"model": model, "node": node, "series": series or None, "project": project}
+        data: dict[str, Any] = self.call("POST", "/api/v1/inference", json=body)
+        return data
+
+    def inference(self, request_id: str) -> dict[str, Any]:
+        data: dict[str, Any] = self.call("GET", f"/api/v1/inference/{request_id}")
+        return data
+
+    def wait_inference(self, request_id: str, timeout: float, interval: float = 1.0,
+                       on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Poll an inference request until the node answered, it expired, or ``timeout`` passed (then it is
+        returned as it stands: queued or running)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            request = self.inference(request_id)
+            if on_update:
+                on_update(request)
+            if request["status"] not in INFER_PENDING or time.monotonic() + interval > deadline:
+                return request
             time.sleep(interval)
 
 

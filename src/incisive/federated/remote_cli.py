@@ -86,3 +86,41 @@ def plot(api: Platform, job_id: str, out: Path | None) -> tuple[Path, Path]:
     (path / "job.json").write_text(json.dumps({**job["spec"], "id": job["id"], "model": job["model"]}))
     (path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in job.get("rounds") or []))
     return results.plot(Job(path), path)
+
+
+def wait_inference(api: Platform, request_id: str, node: str, timeout: float, json_out: bool) -> dict[str, Any]:
+    """Wait for the node's answer: a spinner on a terminal, nothing with --json."""
+    if json_out or not console.is_terminal:
+        return api.wait_inference(request_id, timeout, interval=1.0)
+    with console.status(f"inference {request_id}: waiting for {node}") as spinner:
+        return api.wait_inference(request_id, timeout, interval=1.0,
+                                  on_update=lambda r: spinner.update(f"inference {request_id}: {r['status']} at "
+                                                                     f"{node}"))
+
+
+def print_inference(request: dict[str, Any], json_out: bool) -> None:
+    """The node's answer: the summary it shared, that it was withheld, a refusal, or still pending."""
+    if json_out:
+        print_json(request)
+        return
+    status, node = request["status"], request["node"]
+    console.print(f"inference {request['id']} · {request['model']} · node {node} · {status}")
+    if status == "completed":
+        result = request.get("result") or {}
+        summary = result.get("summary")
+        console.print(f"results stay at {node} (catalogue table inference_result; DICOM SR per scored series)")
+        if not result.get("shared") or not isinstance(summary, dict):
+            console.print(f"summary: {summary or 'withheld by node policy'}")
+            return
+        console.print(f"summary (k={summary.get('k')}; null = suppressed below k): items {summary.get('items')}, "
+                      f"series {summary.get('series')}, positive {summary.get('positive')} at threshold "
+                      f"{summary.get('threshold')}")
+        hist = summary.get("histogram") or {}
+        edges, counts = hist.get("edges") or [], hist.get("counts") or []
+        console.print(table("Score histogram", ["score", "count"],
+                            [(f"{edges[i]:.1f}–{edges[i + 1]:.1f}", "suppressed" if c is None else c)
+                             for i, c in enumerate(counts) if i + 1 < len(edges)]))
+    elif status in ("queued", "running"):
+        console.print(f"no answer from {node} yet; the request stays open until {request.get('expires_at')}")
+    else:
+        console.print(f"[red]{status}:[/] {request.get('error') or ''}")
