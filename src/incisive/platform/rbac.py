@@ -12,8 +12,8 @@
 | audit:read      |   x   |            |            |    x    | export and verify the platform audit log     |
 | models:manage   |   x   |            |            |         | register model bundles (code + sha256)       |
 | models:read     |   x   |     x      |     x      |    x    | list bundles and trained models (provenance) |
-| fl:run          |       |            |     x      |         | start federated training / evaluation jobs   |
-| fl:read         |   x   |     x      |     x      |    x    | FL job status, rounds and metrics            |
+| fl:run          |       |            |     x      |         | start FL training / evaluation, inference    |
+| fl:read         |   x   |     x      |     x      |    x    | FL job / inference status, rounds, metrics   |
 
 Admins run the platform but do not query data; data-provider managers govern disclosure (budgets); auditors read
 the log. Nodes are not users: they authenticate with their Ed25519 key (see :mod:`incisive.common.signing`).
