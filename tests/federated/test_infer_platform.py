@@ -1,6 +1,7 @@
-"""Integration: inference through the platform. A real platform (uvicorn, port 0), three nodes built from the
-synthetic cohort, each with a real agent (platform database: SQLite and PostgreSQL); a lesion-cnn model trained briefly at a fourth node is recorded in the
-platform's registry as a training job's model (no Flower run needed for that). ``incisive infer --platform``:
+"""Integration: inference through the platform. A real platform (uvicorn, port 0; its database SQLite and
+PostgreSQL), three nodes built from the synthetic cohort, each with a real agent; a lesion-cnn model trained
+briefly at a fourth node is recorded in the platform's registry as a training job's model (no Flower run needed for
+that). ``incisive infer --platform``:
 
 * hospital-a approved the bundle and shares inference summaries: the summary comes back;
 * hospital-b approved it with the default policy: inference runs there, the summary is withheld;

@@ -112,9 +112,11 @@ def print_inference(request: dict[str, Any], json_out: bool) -> None:
         if not result.get("shared") or not isinstance(summary, dict):
             console.print(f"summary: {summary or 'withheld by node policy'}")
             return
-        console.print(f"summary (k={summary.get('k')}; null = suppressed below k): items {summary.get('items')}, "
-                      f"series {summary.get('series')}, positive {summary.get('positive')} at threshold "
-                      f"{summary.get('threshold')}")
+        def n(key: str) -> str:
+            value = summary.get(key)
+            return "suppressed" if value is None else str(value)
+        console.print(f"summary (k={summary.get('k')}; counts below k suppressed): items {n('items')}, "
+                      f"series {n('series')}, positive {n('positive')} at threshold {summary.get('threshold')}")
         hist = summary.get("histogram") or {}
         edges, counts = hist.get("edges") or [], hist.get("counts") or []
         console.print(table("Score histogram", ["score", "count"],
