@@ -9,9 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from incisive.common.errors import IncisiveError, InputError
+from incisive.common.api_client import ApiClient
+from incisive.common.errors import InputError
 from incisive.federated.archive import pack
 from incisive.federated.bundle import read_manifest
 
@@ -19,30 +18,8 @@ FINAL = ("completed", "failed")
 INFER_PENDING = ("queued", "running")
 
 
-class RemoteError(IncisiveError):
-    exit_code = 2
-
-
-class Platform:
-    def __init__(self, url: str, token: str, timeout_s: float = 60.0) -> None:
-        if not token:
-            raise InputError("give --token or set INCISIVE_TOKEN")
-        self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = httpx.request(method, self.url + path, timeout=self.timeout_s,
-                                     headers={"Authorization": f"Bearer {self.token}",
-                                              **kwargs.pop("headers", {})}, **kwargs)
-        except httpx.HTTPError as exc:
-            raise RemoteError(f"cannot reach the platform: {type(exc).__name__}") from None
-        if response.status_code >= 300:
-            try:
-                detail = response.json().get("detail")
-            except ValueError:
-                detail = response.text[:200]
-            raise RemoteError(f"platform answered {response.status_code}: {detail}")
-        return response.json()
+class Platform(ApiClient):
+    """The model registry, FL job and inference API."""
 
     def register(self, bundle: Path, name: str | None, version: str | None) -> dict[str, Any]:
         manifest = read_manifest(bundle.expanduser().resolve())

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import httpx
 import typer
 
-from incisive.common.errors import IncisiveError, InputError
+from incisive.common.api_client import ApiClient
+from incisive.common.errors import InputError
 from incisive.common.output import console, print_json, table
 
 app = typer.Typer(help="Federated queries across nodes (as a researcher).", no_args_is_help=True)
@@ -17,25 +17,8 @@ TokenOpt = Annotated[str, typer.Option("--token", envvar="INCISIVE_TOKEN", help=
                                        show_default=False)]
 
 
-class RemoteError(IncisiveError):
-    exit_code = 2
-
-
 def call(url: str, token: str, path: str, body: dict[str, Any], timeout_s: float = 120.0) -> Any:
-    if not token:
-        raise InputError("give --token or set INCISIVE_TOKEN")
-    try:
-        response = httpx.post(url.rstrip("/") + path, json=body, timeout=timeout_s,
-                              headers={"Authorization": f"Bearer {token}"})
-    except httpx.HTTPError as exc:
-        raise RemoteError(f"cannot reach the platform: {type(exc).__name__}") from None
-    if response.status_code >= 300:
-        try:
-            detail = response.json().get("detail")
-        except ValueError:
-            detail = response.text[:200]
-        raise RemoteError(f"platform answered {response.status_code}: {detail}")
-    return response.json()
+    return ApiClient(url, token, timeout_s).call("POST", path, json=body)
 
 
 def _list(text: str | None) -> list[str] | None:
