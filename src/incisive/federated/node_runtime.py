@@ -29,7 +29,10 @@ from logging import DEBUG, ERROR, INFO, WARNING
 from typing import Any
 
 CLIENT_APP_REF = "incisive.federated.flower_app:client_app"
-ACTIVE_POLL_S = 0.1  # SuperNode fleet pulls and executor task polls while a job is active
+ACTIVE_POLL_S = 0.1  # local polls while a job is active: executor → Runtime API, SuperNode's reply checks
+# SuperNode → SuperLink pulls while a job is active: every node's pull costs the SuperLink CPU (10 nodes at 0.1 s
+# kept a 2-core SuperLink host busy), so these are coarser; INCISIVE_FL_FLEET_POLL_S overrides
+FLEET_POLL_S = float(os.environ.get("INCISIVE_FL_FLEET_POLL_S", "0.5"))
 IDLE_POLL_S = 1.0  # executor task polls when no task came for ACTIVE_WINDOW_S
 ACTIVE_WINDOW_S = 120.0
 OBJECT_PULL_BACKOFF_S = (0.02, 0.5)  # first retry, cap: a message's objects land in the store just after it
@@ -62,7 +65,7 @@ def _fast_polling() -> None:
             if seconds < 1:  # waiting for a reply: a message is being processed
                 last_active[0] = now
             if now - last_active[0] < ACTIVE_WINDOW_S:
-                seconds = min(seconds, ACTIVE_POLL_S)
+                seconds = min(seconds, ACTIVE_POLL_S if seconds < 1 else FLEET_POLL_S)
             real.sleep(seconds)
 
     setattr(sci, "time", _Time())  # noqa: B010 (a module attribute mypy does not see as exported)
@@ -95,12 +98,13 @@ def _keep_executor(address: str) -> None:
 
 
 def run_supernode(argv: list[str]) -> None:
+    from flwr.supernode import start_client_internal
     from flwr.supernode.cli import flower_supernode
 
-    argv = list(argv)
-    if "--isolation" not in argv:
-        argv += ["--isolation", "process"]
-    from flwr.supernode import start_client_internal
+    if "--isolation" in argv:  # always process isolation: the executor below is the only one taking tasks
+        i = argv.index("--isolation")
+        argv = argv[:i] + argv[i + 2:]
+    argv = [*argv, "--isolation", "process"]
 
     _keep_executor(_runtime_address(argv))
     _fast_polling()
