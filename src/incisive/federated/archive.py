@@ -7,6 +7,7 @@ devices, absolute or ``..`` paths and anything over :data:`MAX_BYTES` (the ``dat
 
 from __future__ import annotations
 
+import gzip
 import io
 import tarfile
 from pathlib import Path
@@ -21,7 +22,9 @@ MAX_MEMBERS = 200
 def pack(path: Path) -> bytes:
     """tar.gz of the bundle's files (sorted, mtime/owner zeroed: the same directory always packs the same)."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=6) as tar:
+    # gzip's header carries a timestamp too: zero it, or the same bundle packs differently every second
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=6, mtime=0) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
         for f in bundle_files(path):
             data = f.read_bytes()
             info = tarfile.TarInfo(f.relative_to(path).as_posix())
