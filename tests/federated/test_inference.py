@@ -197,6 +197,7 @@ def test_summary_suppression() -> None:
     assert out["histogram"]["counts"] == [6, 0, 0, 0, 0, 0, 0, 0, 0, 5]
     out = results.summarise([0.05] * 6 + [0.45] * 4 + [0.95] * 5, 0.5, k=5)
     assert out["histogram"]["counts"][4] is None and out["items"] is None  # total would reveal the 4
+    assert out["series"] == 0  # a clinical model scores no series: nothing to hide
     assert results.summarise([0.3] * 3, 0.5, k=5)["positive"] is None  # 3 negatives < k
     assert results.summarise([0.3] * 5, 0.5, k=5)["positive"] == 0
 

@@ -176,7 +176,7 @@ def summarise(scores: list[float], threshold: float, k: int, series: int = 0) ->
     total, positive = len(scores), sum(1 for x in scores if x >= threshold)
     return {
         "items": total if total >= k and all(b is not None for b in bins) else None,
-        "series": series if series >= k else None,
+        "series": series if series == 0 or series >= k else None,
         "positive": positive if all(n == 0 or n >= k for n in (positive, total - positive)) else None,
         "threshold": threshold,
         "histogram": {"edges": [round(float(e), 3) for e in edges], "counts": bins},
