@@ -132,12 +132,21 @@ echo "The platform's admin registers the bundle (code + sha256 in the platform's
 incisive model register "$(python3 -c 'import incisive.federated.bundles as b, os; print(os.path.dirname(b.__file__))')/tabular_risk" \
   --name tabular-risk --version 1 --token "$admin"
 echo "Each hospital's data-protection manager approves that sha256 (downloaded from the platform, re-hashed):"
-for dir in node node-b node-c; do incisive node policy approve tabular-risk:1 --from-platform --home "$out/$dir"; done
+for dir in node node-b node-c; do
+  share=(); [ $dir = node ] && share=(--share-inference-summary)  # hospital A also lets inference summaries out
+  incisive node policy approve tabular-risk:1 --from-platform "${share[@]}" --home "$out/$dir"
+done
 echo "A researcher trains across all hospitals; each agent starts a SuperNode that dials out to the platform:"
 job=$(incisive fl train --model tabular-risk:1 --nodes all --rounds 3 --round-timeout 120 --no-wait --json | jfield id)
 incisive fl status "$job" --follow
 incisive model list
 incisive fl plot "$job" --out "$out/fl-plots"
+echo "Inference with the trained model at two hospitals: per-patient scores stay in each one's catalogue; only"
+echo "hospital A's policy lets a k-suppressed summary come back to the platform:"
+for dir in node node-b; do
+  node_id=$(python3 -c 'import sys,tomllib; print(tomllib.load(open(sys.argv[1],"rb"))["node_id"])' "$out/$dir/incisive.toml")
+  incisive infer --model "tabular-risk:1@$job" --node "$node_id" --timeout 300
+done
 kill ${pids[*]} 2>/dev/null || true; wait 2>/dev/null || true; trap - EXIT
 incisive audit verify --node "$out/node"
 incisive audit verify --platform "$out/platform"
