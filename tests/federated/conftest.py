@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from incisive.federated import approval, partition
@@ -48,3 +50,30 @@ def make_nodes(tmp_path: Path) -> MakeNodes:
 def approve_all(nodes: dict[str, Node], bundle: RegisteredBundle) -> None:
     for n in nodes.values():
         approval.approve(n.home, bundle)
+
+
+def load_cohort(node: Node, cohort: Path) -> None:
+    """The synthetic cohort's images and clinical table at a node (the name column dropped, as the import asks)."""
+    from incisive.node.ingest.dicom_import import import_dicom
+
+    import_dicom(node, cohort / "dicom", workers=1)
+    import_clinical(node, cohort / "clinical.csv", drop=["patient_name"])
+
+
+def quick_lesion_weights(bundle_path: Path, digest: str, node_home: Path, cohort: Path) -> list[np.ndarray]:
+    """lesion-cnn trained for 3 epochs on the whole cohort at one node: a trained model for inference tests."""
+    import torch
+
+    from incisive.federated import engine
+    from incisive.federated.bundle import load_task
+
+    node = Node.init(node_home, provider="Training Hospital")
+    load_cohort(node, cohort)
+    manifest = json.loads((bundle_path / "manifest.json").read_text())
+    task = load_task(bundle_path, digest)
+    data = task.load_data(node, manifest, "all")
+    node.catalogue.dispose()
+    torch.manual_seed(0)
+    model = task.build_model(manifest)
+    engine.train(model, data.x, data.y, epochs=3, lr=0.003, batch_size=16)
+    return engine.get_weights(model)

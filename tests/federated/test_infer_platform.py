@@ -18,25 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 from sqlalchemy import select
 from typer.testing import CliRunner
 
 from incisive.cli import app
-from incisive.federated import approval, engine
-from incisive.federated.bundle import Registry, load_task, shipped_bundle
+from incisive.federated import approval
+from incisive.federated.bundle import Registry, shipped_bundle
 from incisive.federated.jobs import Job as LocalJob
 from incisive.node.agent import Agent
 from incisive.node.agent_link import AgentSettings, enrol
 from incisive.node.catalogue.models import InferenceResult, Instance, Series
 from incisive.node.home import Node
-from incisive.node.ingest.clinical import import_clinical
-from incisive.node.ingest.dicom_import import import_dicom
 from incisive.node.policy import update_policy
 from incisive.platform.home import Platform
 from incisive.platform.models import Job, JobResult
 from incisive.platform.server import ThreadedServer
 from incisive.platform.services import users
+from tests.federated.conftest import load_cohort, quick_lesion_weights
 from tests.platform.conftest import invite
 from tests.platform.test_inference import add_trained_model
 
@@ -57,27 +55,14 @@ class Setup:
     job_id: str
 
 
-def _load(node: Node, cohort: Path) -> None:
-    import_dicom(node, cohort / "dicom", workers=1)
-    import_clinical(node, cohort / "clinical.csv", drop=["patient_name"])
-
-
 def _weights(tmp: Path, cohort: Path) -> bytes:
     """lesion-cnn trained for a few epochs at one node (the model of a training job)."""
     bundle = Registry(tmp / "train-ws").register(shipped_bundle("lesion-cnn"))
-    node = Node.init(tmp / "train-node", provider="Training Hospital")
-    _load(node, cohort)
-    manifest = json.loads((bundle.path / "manifest.json").read_text())
-    task = load_task(bundle.path, bundle.digest)
-    data = task.load_data(node, manifest, "all")
-    node.catalogue.dispose()
-    torch.manual_seed(0)
-    model = task.build_model(manifest)
-    engine.train(model, data.x, data.y, epochs=3, lr=0.003, batch_size=16)
+    weights = quick_lesion_weights(bundle.path, bundle.digest, tmp / "train-node", cohort)
     (tmp / "trained").mkdir()
     (tmp / "trained" / "job.json").write_text("{}")
     job = LocalJob(tmp / "trained")
-    job.save_model(engine.get_weights(model))
+    job.save_model(weights)
     return job.model_path.read_bytes()
 
 
@@ -100,7 +85,7 @@ def setup(tmp_path: Path, cohort: Path, platform_db: str) -> Iterator[Setup]:
     nodes = {}
     for letter in "abc":
         node = Node.init(tmp_path / f"node-{letter}", provider=f"Hospital {letter.upper()}")
-        _load(node, cohort)
+        load_cohort(node, cohort)
         nodes[node.settings.node_id] = node
     approval.approve(nodes["hospital-a"].home, reviewed, share_inference_summary=True)
     update_policy(nodes["hospital-a"].home, min_cell_count=1)  # exact counts, to compare with the node's rows

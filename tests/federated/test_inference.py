@@ -14,13 +14,12 @@ from pathlib import Path
 import highdicom as hd
 import pydicom
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import MetaData, select
 from typer.testing import CliRunner
 
 from incisive.cli import app
-from incisive.federated import approval, engine, results
+from incisive.federated import approval, results
 from incisive.federated.bundle import RegisteredBundle, load_task, shipped_bundle
 from incisive.federated.inference_sr import LESION_PROBABILITY, ModelRef, NotDeidentified, build_sr
 from incisive.federated.jobs import Job
@@ -30,9 +29,8 @@ from incisive.node.api.tokens import create_token
 from incisive.node.catalogue.models import InferenceResult, Instance, Series
 from incisive.node.fsck import fsck
 from incisive.node.home import Node
-from incisive.node.ingest.clinical import import_clinical
-from incisive.node.ingest.dicom_import import import_dicom
 from incisive.node.policy import update_policy
+from tests.federated.conftest import load_cohort, quick_lesion_weights
 
 runner = CliRunner()
 
@@ -44,28 +42,15 @@ class Trained:
     job: Job
 
 
-def _load(node: Node, cohort: Path) -> None:
-    import_dicom(node, cohort / "dicom", workers=1)
-    import_clinical(node, cohort / "clinical.csv", drop=["patient_name"])
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, cohort: Path) -> Trained:
     """lesion-cnn trained for a few epochs on a node holding the session cohort; the model saved as a job's."""
     root = tmp_path_factory.mktemp("inference")
     ws = Workspace(root / "ws")
     bundle = ws.registry.register(shipped_bundle("lesion-cnn"), "lesion-cnn", "1")
-    node = Node.init(root / "train-node", provider="Training Hospital")
-    _load(node, cohort)
-    manifest = json.loads((bundle.path / "manifest.json").read_text())
-    task = load_task(bundle.path, bundle.digest)
-    data = task.load_data(node, manifest, "all")
-    node.catalogue.dispose()
-    torch.manual_seed(0)
-    model = task.build_model(manifest)
-    engine.train(model, data.x, data.y, epochs=3, lr=0.003, batch_size=16)
+    weights = quick_lesion_weights(bundle.path, bundle.digest, root / "train-node", cohort)
     job = ws.jobs.create({"model": "lesion-cnn:1", "strategy": "fedavg"})
-    job.save_model(engine.get_weights(model))
+    job.save_model(weights)
     return Trained(ws, bundle, job)
 
 
@@ -79,7 +64,7 @@ def _needles(cohort: Path) -> set[bytes]:
 
 
 def test_inference_rows_and_sr(node: Node, cohort: Path, trained: Trained) -> None:
-    _load(node, cohort)
+    load_cohort(node, cohort)
     approval.approve(node.home, trained.bundle)
     report = results.infer(node, trained.bundle, trained.job)
     assert report["items"] > 0 and report["series"] > 0 and report["sr_written"] == report["series"]
@@ -140,7 +125,7 @@ def _texts(item: pydicom.Dataset) -> dict[str, set[str]]:
 
 
 def test_sr_served_by_qido_and_wado(sqlite_node: Node, cohort: Path, trained: Trained) -> None:
-    _load(sqlite_node, cohort)
+    load_cohort(sqlite_node, cohort)
     approval.approve(sqlite_node.home, trained.bundle)
     manifest = json.loads((trained.bundle.path / "manifest.json").read_text())
     keys = load_task(trained.bundle.path, trained.bundle.digest).load_data(sqlite_node, manifest, "all").keys
@@ -161,7 +146,7 @@ def test_sr_served_by_qido_and_wado(sqlite_node: Node, cohort: Path, trained: Tr
 
 
 def test_refused_without_approval_and_summary_by_policy(sqlite_node: Node, cohort: Path, trained: Trained) -> None:
-    _load(sqlite_node, cohort)
+    load_cohort(sqlite_node, cohort)
     with pytest.raises(PermissionError, match="not approved"):
         results.infer(sqlite_node, trained.bundle, trained.job)
     other = trained.workspace.registry.register(shipped_bundle("tabular-risk"), "tabular-risk", "1")
@@ -211,7 +196,7 @@ def test_no_sr_from_an_identified_source(trained: Trained) -> None:
 
 
 def test_cli_infer(sqlite_node: Node, cohort: Path, trained: Trained) -> None:
-    _load(sqlite_node, cohort)
+    load_cohort(sqlite_node, cohort)
     ws = ["--workspace", str(trained.workspace.root)]
     args = ["infer", "--model", f"lesion-cnn:1@{trained.job.id}", "--node", str(sqlite_node.home), *ws]
     r = runner.invoke(app, args)
