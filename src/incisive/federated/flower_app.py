@@ -6,7 +6,9 @@ its own catalogue and store and returns parameters + scalar metrics only.
 
 ServerApp: FedAvg or FedProx (weighted by sample count), every round bounded by ``round-timeout`` (a dropped node
 costs at most one timeout), optional SecAgg+ for the fit phase; records rounds, what it received and the final
-model in the job directory.
+model in the job directory. Its Grid pulls replies adaptively (:class:`TimedGrid`) and, on flwr 1.42 only, retries
+reply objects after 20 ms (``flwr.superlink.grid.http_grid.pull_objects`` replaced by
+:func:`incisive.federated.node_runtime.quicker_object_pulls`).
 """
 
 from __future__ import annotations
@@ -46,7 +48,9 @@ from incisive.federated.bundle import Registry, load_task, read_manifest
 from incisive.federated.jobs import Job
 
 EMPTY = Parameters(tensors=[], tensor_type="numpy.ndarray")
-REPLY_POLL_S = 0.1
+# reply pulls (each costs the SuperLink a PullMessages): REPLY_FIRST_POLL_S after the push, growing by
+# REPLY_POLL_GROWTH of the time since, at most REPLY_POLL_S
+REPLY_FIRST_POLL_S, REPLY_POLL_GROWTH, REPLY_POLL_S = 0.02, 0.1, 0.1
 ALLOWED_METRICS = {"node", "n", "loss", "accuracy", "auc", "neg", "pos", "dp_epsilon", "train_seconds", "refused"}
 
 
@@ -182,8 +186,9 @@ client_app = ClientApp(client_fn=lambda context: NodeClient(context).to_client()
 
 # ---------------------------------------------------------------- server (runs at the platform)
 class TimedGrid:
-    """A Grid whose every send_and_receive is bounded by the round timeout, polls for replies every
-    :data:`REPLY_POLL_S` (Flower's own loop sleeps 3 s between pulls) and records what each reply carried on the
+    """A Grid whose every send_and_receive is bounded by the round timeout, polls for replies adaptively
+    (:data:`REPLY_FIRST_POLL_S` after the push, growing by :data:`REPLY_POLL_GROWTH` of the time since, at most
+    :data:`REPLY_POLL_S`; Flower's own loop sleeps 3 s between pulls) and records what each reply carried on the
     wire: array bytes in the clear vs. config records (under SecAgg+ the masked vectors travel there)."""
 
     def __init__(self, grid: Any, timeout: float, job: Job | None = None) -> None:
@@ -191,7 +196,8 @@ class TimedGrid:
 
     def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
         ids = set(self._grid.push_messages(messages))
-        deadline = time.monotonic() + (timeout or self._timeout)
+        pushed = time.monotonic()
+        deadline = pushed + (timeout or self._timeout)
         replies: list[Any] = []
         while ids:
             got = list(self._grid.pull_messages(ids))
@@ -199,7 +205,7 @@ class TimedGrid:
             ids.difference_update(m.metadata.reply_to_message_id for m in got)
             if not ids or time.monotonic() >= deadline:
                 break
-            time.sleep(REPLY_POLL_S)
+            time.sleep(min(REPLY_POLL_S, REPLY_FIRST_POLL_S + REPLY_POLL_GROWTH * (time.monotonic() - pushed)))
         if self._job is not None:
             for msg in replies:
                 self._job.add_received(_wire_record(msg))
