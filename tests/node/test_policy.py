@@ -31,10 +31,12 @@ def test_show_and_set(sqlite_node: Node) -> None:
     assert shown == {"participate": False, "job_types": ["count"], "researchers": ["rita", "bob"],
                      "projects": ["p1"], "min_cell_count": 10, "share_inference_summary": False}
     assert (sqlite_node.home / POLICY_FILE).exists()
-    r = runner.invoke(app, ["node", "policy", "set", "--home", home, "--participate", "--researchers", ""])
+    r = runner.invoke(app, ["node", "policy", "set", "--home", home, "--participate", "--researchers", "",
+                            "--share-inference-summary"])
     assert r.exit_code == 0
     policy = load_policy(sqlite_node.home)
     assert policy.participate and policy.researchers == [] and policy.min_cell_count == 10
+    assert policy.share_inference_summary
     assert [e["action"] for e in NodeAudit(sqlite_node.home).entries()] == ["policy.set", "policy.set"]
     assert "min_cell_count" in runner.invoke(app, ["node", "policy", "show", "--home", home]).stdout
 

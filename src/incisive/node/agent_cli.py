@@ -80,12 +80,16 @@ def policy_set(
     job_types: Annotated[str | None, typer.Option(help="Accepted job types, comma-separated")] = None,
     researchers: Annotated[str | None, typer.Option(help="Allowed researchers ('' = any)")] = None,
     projects: Annotated[str | None, typer.Option(help="Allowed projects ('' = any)")] = None,
+    share_inference_summary: Annotated[bool | None, typer.Option(
+        "--share-inference-summary/--no-share-inference-summary",
+        help="Let a k-suppressed summary of inference runs go to the platform (results always stay here)")] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Change the policy (unnamed settings stay as they are)."""
     node = Node.open(resolve_home(home), check_schema=False)
     policy = update_policy(node.home, participate=participate, min_cell_count=k, job_types=_csv(job_types),
-                           researchers=_csv(researchers), projects=_csv(projects))
+                           researchers=_csv(researchers), projects=_csv(projects),
+                           share_inference_summary=share_inference_summary)
     NodeAudit(node.home).append("local", "policy.set", node=node.settings.node_id, details=policy.model_dump())
     _show(policy.model_dump(), json_out)
