@@ -79,6 +79,9 @@ class Proc:
             self.popen.wait(5)
 
 
+RUNTIME_MODULE = "incisive.federated.node_runtime"  # what a node's Flower runtime runs (see supernode_argv)
+
+
 def supernode_argv(superlink: str, node_dir: Path) -> list[str]:
     """The command line of one node's Flower runtime, dialling out to ``superlink`` (host:port).
 
@@ -86,7 +89,7 @@ def supernode_argv(superlink: str, node_dir: Path) -> list[str]:
     It is ``flower-supernode`` in ``--isolation process`` mode, run through :mod:`incisive.federated.node_runtime`,
     which also starts the node's warm ClientApp executor beside it (one process tree; stop it as a group).
     Without that executor every message would start a ``flwr-clientapp`` process that imports torch again."""
-    return [sys.executable, "-m", "incisive.federated.node_runtime", "--insecure", "--superlink", superlink,
+    return [sys.executable, "-m", RUNTIME_MODULE, "--insecure", "--superlink", superlink,
             "--host", "127.0.0.1", "--port", str(free_port()), "--isolation", "process",
             "--node-config", f'node-dir="{node_dir.resolve()}"']
 

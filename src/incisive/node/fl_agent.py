@@ -172,7 +172,10 @@ class Supernodes:
         os.replace(tmp, self.state_file)
 
     def _reap_orphans(self) -> None:
-        """SuperNodes a previous agent process started and lost (it crashed): stop them."""
+        """SuperNodes a previous agent process started and lost (it crashed): stop them (only a process that
+        still runs the node runtime: the pid may have been reused by something else)."""
+        from incisive.federated.deploy import RUNTIME_MODULE
+
         try:
             data = json.loads(self.state_file.read_text())
         except (OSError, ValueError):
@@ -183,7 +186,7 @@ class Supernodes:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"flower-supernode" in cmdline:
+            if RUNTIME_MODULE.encode() in cmdline:
                 _terminate(pid, None)
         self._save()
 
