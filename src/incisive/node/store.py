@@ -67,7 +67,7 @@ class ObjectStore:
         """
         digest = hashlib.sha256(data).hexdigest()
         final = self.path(digest)
-        if final.is_file() and self._present(final, digest, len(data)):
+        if self._present(digest):
             return digest, False
         tmp = self.tmp / f"{digest}.{secrets.token_hex(6)}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
@@ -93,24 +93,18 @@ class ObjectStore:
             _fsync_dir(directory)
         return digest, True
 
-    @staticmethod
-    def _present(path: Path, digest: str, size: int) -> bool:
-        """The object at ``path`` is complete and durable (a torn write from a crash is not)."""
-        try:
-            fd = os.open(path, os.O_RDONLY)
-        except FileNotFoundError:
+    def _present(self, digest: str) -> bool:
+        """The object is stored complete (a torn write from a crash is not) and, fsynced here, durable."""
+        if not self.verify(digest):
             return False
+        path = self.path(digest)
+        fd = os.open(path, os.O_RDONLY)
         try:
-            h = hashlib.sha256()
-            while chunk := os.read(fd, _CHUNK):
-                h.update(chunk)
-            if h.hexdigest() != digest or os.fstat(fd).st_size != size:
-                return False
             os.fsync(fd)
-            _fsync_dir(path.parent)
-            return True
         finally:
             os.close(fd)
+        _fsync_dir(path.parent)
+        return True
 
     def get(self, digest: str) -> bytes:
         """Read an object and verify its hash; :class:`IntegrityError` when the bytes changed."""
