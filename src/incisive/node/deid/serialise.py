@@ -112,20 +112,19 @@ def _span(elem: RawDataElement, implicit: bool, size: int) -> tuple[int, int]:
 
 
 _PREAMBLE = b"\x00" * 128 + b"DICM"
-_REQUIRED_META = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID")
+_REQUIRED_META = ("MediaStorageSOPClassUID", "MediaStorageSOPInstanceUID", "TransferSyntaxUID",
+                  "FileMetaInformationVersion", "ImplementationClassUID")
 
 
 def file_meta_bytes(meta: FileMetaDataset) -> bytes:
     """Preamble, ``DICM`` and the File Meta Information group (PS3.10 7.1), explicit VR little endian.
 
-    Same bytes as pydicom's ``write_file_meta_info(enforce_standard=True)`` (a test compares them), about ten
-    times faster: it runs twice per received instance. Missing version/implementation elements are added as
-    pydicom adds them; anything unusual is left to pydicom (which also raises on missing Type 1 elements).
+    Same bytes as pydicom's ``write_file_meta_info(enforce_standard=True)`` (a test compares them), about five
+    times faster: it runs twice per received instance. A group that pydicom would complete (missing version or
+    implementation elements) or refuse (missing Type 1 elements, other groups) is left to pydicom.
     """
-    if any(not meta.get(kw) for kw in _REQUIRED_META) or any(tag >> 16 != 2 for tag in meta._dict):
-        return _pydicom_meta(meta)
-    if not meta.get("FileMetaInformationVersion") or not meta.get("ImplementationClassUID") \
-            or "ImplementationVersionName" not in meta:
+    if any(not meta.get(kw) for kw in _REQUIRED_META) or "ImplementationVersionName" not in meta \
+            or any(tag >> 16 != 2 for tag in meta._dict):
         return _pydicom_meta(meta)
     body = bytearray()
     try:
