@@ -41,6 +41,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from incisive.demo.synth import CohortSpec, generate_cohort
 from incisive.federated import approval, engine, partition
 from incisive.federated.bundle import bundle_digest, load_task, shipped_bundle
 from incisive.federated.deploy import Federation
+from incisive.federated.jobs import Job
 from incisive.federated.service import JobOptions, Workspace, train
 from incisive.node.home import Node
 from incisive.node.ingest.clinical import import_clinical
@@ -107,14 +109,38 @@ def _accuracy(nodes: dict[str, Node], weights: list[np.ndarray]) -> float:
     return float(engine.evaluate(model, x_te, y_te)["accuracy"])
 
 
+def _workspace(root: Path, model: str, nodes: dict[str, Node]) -> Workspace:
+    """A workspace with the shipped bundle registered as ``MODEL:1``, approved at every node."""
+    ws = Workspace(root / "ws")
+    bundle = ws.registry.register(shipped_bundle(model), model, "1")
+    for n in nodes.values():
+        approval.approve(n.home, bundle)
+    return ws
+
+
+def _jobs(root: Path, ws: Workspace, model: str, nodes: dict[str, Node], jobs: int,
+          options: Callable[[int], JobOptions]) -> Iterator[tuple[int, Job, float]]:
+    """One SuperLink and a SuperNode per node; the warm-up job (rep 0), then ``jobs`` measured ones, each
+    yielded as (rep, job, seconds from submission to completion)."""
+    with Federation(root / "fed") as fed:
+        fed.start_superlink()
+        for name, n in nodes.items():
+            fed.start_supernode(name, n.home)
+        for rep in range(jobs + 1):
+            t = time.perf_counter()
+            job = train(ws, f"{model}:1", {k: n.home for k, n in nodes.items()}, options(rep), federation=fed,
+                        timeout=1800)
+            total = time.perf_counter() - t
+            if job.spec["status"] != "completed":
+                raise SystemExit(f"job failed: {job.spec.get('error')}")
+            yield rep, job, total
+
+
 def deployment(parts: int, scheme: str, rounds: int, jobs: int, root: Path) -> dict[str, Any]:
     manifest, _ = _task()
     epochs = int(manifest["params"]["epochs"])
     nodes = _nodes(root / "nodes", parts, scheme)
-    ws = Workspace(root / "ws")
-    bundle = ws.registry.register(shipped_bundle("tabular-risk"), "tabular-risk", "1")
-    for n in nodes.values():
-        approval.approve(n.home, bundle)
+    ws = _workspace(root, "tabular-risk", nodes)
     load_before = _load()
     round_s: list[float] = []
     local_s: list[float] = []
@@ -122,30 +148,21 @@ def deployment(parts: int, scheme: str, rounds: int, jobs: int, root: Path) -> d
     central_acc: list[float] = []
     central_s: list[float] = []
     setup_s: list[float] = []
-    with Federation(root / "fed") as fed:
-        fed.start_superlink()
-        for name, n in nodes.items():
-            fed.start_supernode(name, n.home)
-        for rep in range(jobs + 1):
-            t = time.perf_counter()
-            job = train(ws, "tabular-risk:1", {k: n.home for k, n in nodes.items()},
-                        JobOptions(rounds=rounds, round_timeout=120, seed=rep), federation=fed, timeout=1800)
-            total = time.perf_counter() - t
-            if job.spec["status"] != "completed":
-                raise SystemExit(f"job failed: {job.spec.get('error')}")
-            recs = job.rounds()
-            ends = [r["t"] for r in recs if r["phase"] == "evaluate"]
-            fits = [r for r in recs if r["phase"] == "fit"]
-            if rep == 0:
-                continue  # warm-up: SuperNodes connect, executors import torch, caches fill
-            per_round = [b - a for a, b in itertools.pairwise(ends)]  # round 2..R: steady state
-            round_s += per_round
-            local_s += [max(float(x["train_seconds"]) for x in f["nodes"]) for f in fits[1:]]
-            setup_s.append(total - sum(per_round))
-            fed_acc.append(_accuracy(nodes, job.load_model()))
-            acc, c_round = _central(nodes, rounds, epochs, rep)
-            central_acc.append(acc)
-            central_s.append(c_round)
+    for rep, job, total in _jobs(root, ws, "tabular-risk", nodes, jobs,
+                                 lambda rep: JobOptions(rounds=rounds, round_timeout=120, seed=rep)):
+        if rep == 0:
+            continue  # warm-up: SuperNodes connect, executors import torch, caches fill
+        recs = job.rounds()
+        ends = [r["t"] for r in recs if r["phase"] == "evaluate"]
+        fits = [r for r in recs if r["phase"] == "fit"]
+        per_round = [b - a for a, b in itertools.pairwise(ends)]  # round 2..R: steady state
+        round_s += per_round
+        local_s += [max(float(x["train_seconds"]) for x in f["nodes"]) for f in fits[1:]]
+        setup_s.append(total - sum(per_round))
+        fed_acc.append(_accuracy(nodes, job.load_model()))
+        acc, c_round = _central(nodes, rounds, epochs, rep)
+        central_acc.append(acc)
+        central_s.append(c_round)
     for n in nodes.values():
         n.catalogue.dispose()
     med_round, med_local, med_central = (statistics.median(v) for v in (round_s, local_s, central_s))
@@ -293,45 +310,32 @@ def _deployment_imaging(parts: int, spec: CohortSpec, rounds: int, jobs: int, re
     nodes, cohort = _image_nodes(root / "nodes", parts, spec)
     node_data = {name: (task.load_data(n, manifest, "train"), task.load_data(n, manifest, "test"))
                  for name, n in nodes.items()}
-    ws = Workspace(root / "ws")
-    bundle = ws.registry.register(shipped_bundle(IMAGE_MODEL), IMAGE_MODEL, "1")
-    for n in nodes.values():
-        approval.approve(n.home, bundle)
+    ws = _workspace(root, IMAGE_MODEL, nodes)
     load_before = _load()
     per_round: list[dict[str, Any]] = []
     fed_metrics: list[dict[str, float]] = []
     setup_s: list[float] = []
     warmup_s = 0.0
-    with Federation(root / "fed") as fed:
-        fed.start_superlink()
-        for name, n in nodes.items():
-            fed.start_supernode(name, n.home)
-        for rep in range(jobs + 1):
-            t = time.perf_counter()
-            job = train(ws, f"{IMAGE_MODEL}:1", {k: n.home for k, n in nodes.items()},
-                        JobOptions(rounds=1 if rep == 0 else rounds, round_timeout=300, seed=rep),
-                        federation=fed, timeout=1800)
-            total = time.perf_counter() - t
-            if job.spec["status"] != "completed":
-                raise SystemExit(f"job failed: {job.spec.get('error')}")
-            if rep == 0:
-                warmup_s = total  # SuperNodes connect, executors import torch/MONAI, first training call
-                continue
-            recs = job.rounds()
-            fits = [r for r in recs if r["phase"] == "fit"]
-            evals = [r for r in recs if r["phase"] == "evaluate"]
-            for prev, fit, ev in zip(evals, fits[1:], evals[1:], strict=False):  # round 2..R (1 reads pixels)
-                node_s = sorted(float(x["train_seconds"]) for x in fit["nodes"])
-                per_round.append({"job": rep, "round": fit["round"], "federated_s": ev["t"] - prev["t"],
-                                  "fit_phase_s": fit["t"] - prev["t"], "evaluate_phase_s": ev["t"] - fit["t"],
-                                  "node_train_s_in_job": node_s, "slowest_node_train_s_in_job": node_s[-1]})
-            setup_s.append(total - sum(r["federated_s"] for r in per_round if r["job"] == rep))
-            model = task.build_model(manifest)
-            engine.set_weights(model, job.load_model())
-            x_te = np.concatenate([te.x for _, te in node_data.values()])
-            y_te = np.concatenate([te.y for _, te in node_data.values()])
-            m = engine.evaluate(model, x_te, y_te)
-            fed_metrics.append({"accuracy": float(m["accuracy"]), "auc": float(m["auc"])})
+    for rep, job, total in _jobs(root, ws, IMAGE_MODEL, nodes, jobs, lambda rep: JobOptions(
+            rounds=1 if rep == 0 else rounds, round_timeout=300, seed=rep)):
+        if rep == 0:
+            warmup_s = total  # SuperNodes connect, executors import torch/MONAI, first training call
+            continue
+        recs = job.rounds()
+        fits = [r for r in recs if r["phase"] == "fit"]
+        evals = [r for r in recs if r["phase"] == "evaluate"]
+        for prev, fit, ev in zip(evals, fits[1:], evals[1:], strict=False):  # round 2..R (1 reads pixels)
+            node_s = sorted(float(x["train_seconds"]) for x in fit["nodes"])
+            per_round.append({"job": rep, "round": fit["round"], "federated_s": ev["t"] - prev["t"],
+                              "fit_phase_s": fit["t"] - prev["t"], "evaluate_phase_s": ev["t"] - fit["t"],
+                              "node_train_s_in_job": node_s, "slowest_node_train_s_in_job": node_s[-1]})
+        setup_s.append(total - sum(r["federated_s"] for r in per_round if r["job"] == rep))
+        model = task.build_model(manifest)
+        engine.set_weights(model, job.load_model())
+        x_te = np.concatenate([te.x for _, te in node_data.values()])
+        y_te = np.concatenate([te.y for _, te in node_data.values()])
+        m = engine.evaluate(model, x_te, y_te)
+        fed_metrics.append({"accuracy": float(m["accuracy"]), "auc": float(m["auc"])})
     load_after_fl = _load()
     for n in nodes.values():
         n.catalogue.dispose()
