@@ -66,7 +66,7 @@ def _needles(cohort: Path) -> set[bytes]:
 def test_inference_rows_and_sr(node: Node, cohort: Path, trained: Trained) -> None:
     load_cohort(node, cohort)
     approval.approve(node.home, trained.bundle)
-    report = results.infer(node, trained.bundle, trained.job)
+    report = results.infer(node, trained.bundle, trained.job.load_model(), trained.job.id)
     assert report["items"] > 0 and report["series"] > 0 and report["sr_written"] == report["series"]
     assert report["shareable"] is False and report["summary"] is None  # default policy: nothing for the platform
     with node.catalogue.session() as s:
@@ -130,7 +130,7 @@ def test_sr_served_by_qido_and_wado(sqlite_node: Node, cohort: Path, trained: Tr
     manifest = json.loads((trained.bundle.path / "manifest.json").read_text())
     keys = load_task(trained.bundle.path, trained.bundle.digest).load_data(sqlite_node, manifest, "all").keys
     first = sorted(k.split("/")[0] for k in keys)[0]  # a series the bundle scores (labelled patient, CT/MR)
-    report = results.infer(sqlite_node, trained.bundle, trained.job, series=[first])
+    report = results.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id, series=[first])
     assert report["series"] == 1 and report["sr_written"] == 1
     client = TestClient(create_app(sqlite_node))
     auth = {"Authorization": f"Bearer {create_token(sqlite_node, 'viewer', 'tests')}"}
@@ -148,15 +148,15 @@ def test_sr_served_by_qido_and_wado(sqlite_node: Node, cohort: Path, trained: Tr
 def test_refused_without_approval_and_summary_by_policy(sqlite_node: Node, cohort: Path, trained: Trained) -> None:
     load_cohort(sqlite_node, cohort)
     with pytest.raises(PermissionError, match="not approved"):
-        results.infer(sqlite_node, trained.bundle, trained.job)
+        results.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id)
     other = trained.workspace.registry.register(shipped_bundle("tabular-risk"), "tabular-risk", "1")
     approval.approve(sqlite_node.home, other)  # another bundle's approval does not count
     with pytest.raises(PermissionError, match="not approved"):
-        results.infer(sqlite_node, trained.bundle, trained.job)
+        results.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id)
     with sqlite_node.catalogue.session() as s:
         assert s.scalar(select(InferenceResult.id)) is None
     approval.approve(sqlite_node.home, trained.bundle)
-    report = results.infer(sqlite_node, trained.bundle, trained.job, write_sr=False)
+    report = results.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id, write_sr=False)
     assert report["summary"] is None and report["sr_written"] == 0
     assert results.shareable_summary(sqlite_node, report["run"]) is None  # policy says no
     update_policy(sqlite_node.home, share_inference_summary=True, min_cell_count=1)

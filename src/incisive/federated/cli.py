@@ -220,7 +220,7 @@ def infer(model: Annotated[str, typer.Option(help="NAME:VERSION@JOB")],
     ws = Workspace.default(workspace)
     n = Node.open(resolve_home(Path(node) if node else None))
     try:
-        summary = results.infer(n, ws.registry.get(name, version), ws.jobs.get(job_id), series)
+        summary = results.infer(n, ws.registry.get(name, version), ws.jobs.get(job_id).load_model(), job_id, series)
     except PermissionError as exc:
         raise InputError(str(exc)) from None
     if json_out:

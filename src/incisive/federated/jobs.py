@@ -16,7 +16,7 @@ import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -98,8 +98,13 @@ class Job:
     def load_model(self) -> list[np.ndarray]:
         if not self.model_path.exists():
             raise InputError(f"job {self.id} has no final model")
-        with np.load(self.model_path) as z:
-            return [z[f"arr_{i}"] for i in range(len(z.files))]
+        return load_weights(self.model_path)
+
+
+def load_weights(source: Path | IO[bytes]) -> list[np.ndarray]:
+    """The parameter arrays of a ``model.npz`` (a path, or its bytes as a file object), in order."""
+    with np.load(source) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
 
 
 class JobStore:

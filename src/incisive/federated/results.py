@@ -91,9 +91,10 @@ def _split_key(key: str) -> tuple[str | None, str | None, str | None]:
     return key, None, None
 
 
-def infer(node: Node, bundle: RegisteredBundle, job: Job, series: list[str] | None = None,
-          write_sr: bool = True) -> dict[str, Any]:
-    """Score this node's data with a trained model; results stay at the node. Returns a local report.
+def infer(node: Node, bundle: RegisteredBundle, weights: list[np.ndarray], job_id: str,
+          series: list[str] | None = None, write_sr: bool = True) -> dict[str, Any]:
+    """Score this node's data with the model ``job_id`` trained (``weights``); results stay at the node.
+    Returns a local report whose ``summary`` is what may leave the node (None unless the policy allows).
 
     ``PermissionError`` when the bundle (this hash) is not approved here or does not declare ``infer``.
     """
@@ -108,7 +109,7 @@ def infer(node: Node, bundle: RegisteredBundle, job: Job, series: list[str] | No
     data = task.load_data(node, manifest, "all")
     keep = [i for i, k in enumerate(data.keys) if not series or k.split("/")[0] in series]
     model = task.build_model(manifest)
-    engine.set_weights(model, job.load_model())
+    engine.set_weights(model, weights)
     scores = [float(s) for s in engine.predict(model, data.x[keep])] if keep else []
     threshold = float(manifest.get("params", {}).get("threshold", THRESHOLD))
     run_id = secrets.token_hex(8)
@@ -117,18 +118,19 @@ def infer(node: Node, bundle: RegisteredBundle, job: Job, series: list[str] | No
     for i, score in zip(keep, scores, strict=True):
         pseudonym, series_uid, sop_uid = _split_key(data.keys[i])
         rows.append(InferenceResult(
-            run_id=run_id, model=m.ref, bundle_digest=bundle.digest, job_id=job.id, pseudonym=pseudonym,
+            run_id=run_id, model=m.ref, bundle_digest=bundle.digest, job_id=job_id, pseudonym=pseudonym,
             series_uid=series_uid, sop_uid=sop_uid, score=score, positive=score >= threshold,
             threshold=threshold, created_at=created))
     with node.catalogue.session() as s:
-        srs = _write_srs(node, s, rows, ModelRef(m.name, m.version, bundle.digest, job.id), threshold) \
+        srs = _write_srs(node, s, rows, ModelRef(m.name, m.version, bundle.digest, job_id), threshold) \
             if write_sr else 0
         s.add_all(rows)
     log.info("inference run %s: model=%s items=%d sr=%d", run_id, m.ref, len(rows), srs)
-    shared = shareable_summary(node, run_id)
+    n_series = len({r.series_uid for r in rows if r.series_uid})
+    shared = _shareable(node, m.ref, job_id, run_id, [r.score for r in rows], threshold, n_series)
     return {
-        "run": run_id, "model": m.ref, "job": job.id, "bundle_sha256": bundle.digest, "at": now(),
-        "items": len(rows), "series": len({r.series_uid for r in rows if r.series_uid}),
+        "run": run_id, "model": m.ref, "job": job_id, "bundle_sha256": bundle.digest, "at": now(),
+        "items": len(rows), "series": n_series,
         "positive": sum(1 for r in rows if r.positive), "threshold": threshold, "sr_written": srs,
         "stored": {"catalogue": f"table inference_result, run_id {run_id}",
                    "dicom": f"{srs} Comprehensive 3D SR instance(s) in the node store (modality SR)"},
@@ -193,20 +195,23 @@ def summary_allowed(node: Node, name: str, version: str) -> bool:
 
 
 def shareable_summary(node: Node, run_id: str) -> dict[str, Any] | None:
-    """What may go to the platform about one inference run, or None when the node policy does not allow it.
-
-    Counts and a histogram only (suppressed below the node's k): never per-item rows, scores or UIDs."""
+    """What may go to the platform about one stored inference run, or None when the node policy does not allow
+    it (or there is no such run). Counts and a histogram only (suppressed below the node's k): never per-item
+    rows, scores or UIDs."""
     with node.catalogue.session() as s:
         rows = s.execute(select(InferenceResult.model, InferenceResult.job_id, InferenceResult.score,
                                 InferenceResult.threshold, InferenceResult.series_uid)
                          .where(InferenceResult.run_id == run_id)).all()
     if not rows:
         return None
-    model, job_id = rows[0].model, rows[0].job_id
+    return _shareable(node, rows[0].model, rows[0].job_id, run_id, [r.score for r in rows], float(rows[0].threshold),
+                      len({r.series_uid for r in rows if r.series_uid}))
+
+
+def _shareable(node: Node, model: str, job_id: str, run_id: str, scores: list[float], threshold: float,
+               series: int) -> dict[str, Any] | None:
     name, _, version = model.partition(":")
     if not summary_allowed(node, name, version):
         return None
     k = load_policy(node.home).min_cell_count
-    out = summarise([r.score for r in rows], float(rows[0].threshold), k,
-                    series=len({r.series_uid for r in rows if r.series_uid}))
-    return {"model": model, "job": job_id, "run": run_id, **out}
+    return {"model": model, "job": job_id, "run": run_id, **summarise(scores, threshold, k, series=series)}

@@ -10,7 +10,7 @@ the series to score (default: all) and the requester. The node decides alone:
    node), must hash to the sha256 the job names;
 
 then :func:`incisive.federated.results.infer` scores the data and writes the results at the node (catalogue rows,
-DICOM SRs). The answer holds **only** :func:`incisive.federated.results.shareable_summary` when the node's policy
+DICOM SRs). The answer holds **only** the run's shareable summary when the node's policy
 allows sharing it (counts and a histogram, suppressed below k), else that it was withheld: never rows, scores or
 UIDs.
 """
@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import re
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from incisive.common.logging import get_logger
@@ -66,7 +65,7 @@ def _infer(node: Node, client: SignedClient, agent_job: str, payload: dict[str, 
     from incisive.federated import results
     from incisive.federated.approval import is_approved, local_bundle_path
     from incisive.federated.bundle import Manifest, RegisteredBundle
-    from incisive.federated.jobs import Job
+    from incisive.federated.jobs import load_weights
 
     if not _valid(agent_job, payload):
         return {"status": "error", "error": "invalid infer job"}
@@ -85,22 +84,14 @@ def _infer(node: Node, client: SignedClient, agent_job: str, payload: dict[str, 
         return {"status": "refused", "error": "the trained model received does not match its sha256"}
     path = local_bundle_path(node.home, name, version)
     bundle = RegisteredBundle(Manifest.from_dict(json.loads((path / "manifest.json").read_text())), digest, path, "")
-    with tempfile.TemporaryDirectory(prefix="incisive-model-") as tmp:
-        job_dir = Path(tmp) / source
-        job_dir.mkdir()
-        (job_dir / "job.json").write_text(json.dumps({"id": source, "model": f"{name}:{version}"}))
-        (job_dir / "model.npz").write_bytes(weights)
-        try:
-            report = results.infer(node, bundle, Job(job_dir), list(payload.get("series") or []) or None)
-        except PermissionError as exc:
-            return {"status": "refused", "error": str(exc)[:300]}
+    try:
+        report = results.infer(node, bundle, load_weights(io.BytesIO(weights)), source,
+                               list(payload.get("series") or []) or None)
+    except PermissionError as exc:
+        return {"status": "refused", "error": str(exc)[:300]}
     log.info("inference for the platform: run %s, %d item(s), summary %s", report["run"], report["items"],
              "shared" if report["shareable"] else "withheld")
     summary = report["summary"]
-    if summary is None and report["items"] == 0 and results.summary_allowed(node, name, version):
-        k = load_policy(node.home).min_cell_count  # nothing scored: an all-zero summary reveals nobody
-        summary = {"model": f"{name}:{version}", "job": source, "run": report["run"],
-                   **results.summarise([], report["threshold"], k)}
     if summary is None:
         return {"status": "ok", "result": {"shared": False, "summary": WITHHELD}}
     return {"status": "ok", "result": {"shared": True, "summary": summary}}
