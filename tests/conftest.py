@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 from collections.abc import Iterator
@@ -34,11 +35,9 @@ def pg_available() -> bool:
     return ok
 
 
-@pytest.fixture
-def pg_database(pg_available: bool) -> Iterator[str]:
-    """A throw-away PostgreSQL database; dropped afterwards."""
-    if not pg_available:
-        pytest.skip("PostgreSQL not reachable")
+@contextlib.contextmanager
+def temp_pg_database() -> Iterator[str]:
+    """A throw-away PostgreSQL database (its URL); dropped afterwards."""
     name = f"incisive_t_{secrets.token_hex(6)}"
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
@@ -53,6 +52,15 @@ def pg_database(pg_available: bool) -> Iterator[str]:
             ), {"n": name})
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
         admin.dispose()
+
+
+@pytest.fixture
+def pg_database(pg_available: bool) -> Iterator[str]:
+    """A throw-away PostgreSQL database; dropped afterwards."""
+    if not pg_available:
+        pytest.skip("PostgreSQL not reachable")
+    with temp_pg_database() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
