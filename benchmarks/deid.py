@@ -6,7 +6,11 @@ console script). Each side: one warm-up, then N timed runs; we report min/median
 files per second (ours / dicognito). A second figure shows our full node import (store + catalogue, both
 cores) on the same corpus, for context.
 
-    python benchmarks/deid.py [--quick] [--patients N] [--runs N]
+    python benchmarks/deid.py [--quick] [--patients N] [--runs N] [--baseline GIT_REF]
+
+``--baseline REF`` also runs the same script on the code of another commit (a temporary ``git worktree``), its
+runs alternating with ours, and reports ours / baseline: a change to the engine is judged in the same run
+against the code before it.
 """
 
 from __future__ import annotations
@@ -70,12 +74,36 @@ def side(name: str, make_cmd: object, runs: int, work: Path) -> list[float]:
     return times
 
 
+def alternating(sides: dict[str, object], runs: int, work: Path) -> dict[str, list[float]]:
+    """Like :func:`side` for several commands, run in turn so a machine's drift hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for i in range(runs + 1):
+        for name, make_cmd in sides.items():
+            out = work / f"{name}-{i}"
+            out.mkdir()
+            t = timed(make_cmd(out))  # type: ignore[operator]
+            shutil.rmtree(out)
+            if i:
+                times[name].append(t)
+            print(f"  {name} run {i}{' (warm-up)' if not i else ''}: {t:.2f} s", file=sys.stderr)
+    return times
+
+
+def baseline_tree(ref: str, work: Path) -> Path:
+    """A detached worktree of ``ref``; its ``src`` goes first on PYTHONPATH for the baseline side."""
+    tree = work / "baseline"
+    subprocess.run(["git", "-C", str(ROOT.parent), "worktree", "add", "--detach", str(tree), ref], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return tree
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small corpus, 1 run (smoke test)")
     ap.add_argument("--patients", type=int, default=60)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "deid.json")
+    ap.add_argument("--baseline", metavar="GIT_REF", help="also time the engine of this commit (same run)")
     args = ap.parse_args()
     patients, runs = (8, 1) if args.quick else (args.patients, args.runs)
 
@@ -90,7 +118,23 @@ def main() -> None:
         print(f"corpus: {len(files)} files, {size / 1e6:.1f} MB", file=sys.stderr)
         script = work / "ours.py"
         script.write_text(OURS)
-        ours = side("incisive", lambda out: [sys.executable, str(script), str(src), str(out), "1"], runs, work)
+        baseline: dict[str, object] = {}
+        if args.baseline:
+            tree = baseline_tree(args.baseline, work)
+            env = f"PYTHONPATH={tree / 'src'}"
+            both = alternating({
+                "incisive": lambda out: [sys.executable, str(script), str(src), str(out), "1"],
+                "baseline": lambda out: ["env", env, sys.executable, str(script), str(src), str(out), "1"],
+            }, runs, work)
+            ours, before = both["incisive"], both["baseline"]
+            commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                    check=True).stdout.strip()
+            baseline = {"ref": args.baseline, "commit": commit, "seconds": before,
+                        "median_s": statistics.median(before),
+                        "ratio_seconds_ours_over_baseline": statistics.median(ours) / statistics.median(before)}
+            subprocess.run(["git", "-C", str(ROOT.parent), "worktree", "remove", "--force", str(tree)], check=False)
+        else:
+            ours = side("incisive", lambda out: [sys.executable, str(script), str(src), str(out), "1"], runs, work)
         peer = side("dicognito", lambda out: [sys.executable, "-m", "dicognito", "-o", str(out), str(src)], runs, work)
         cores = os.cpu_count() or 1
         ours_all = side(f"incisive-{cores}-workers",
@@ -132,10 +176,13 @@ def main() -> None:
                                          "note": "walk + de-identify (2 workers) + fsync'd store + catalogue"},
             "machine": {"python": platform.python_version(), "cpus": cores},
         }
+        if baseline:
+            result["baseline"] = baseline
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
-        keys = ("incisive", "dicognito", "incisive_all_cores", "ratio_files_per_s", "ratio_all_cores_files_per_s")
-        print(json.dumps({k: result[k] for k in keys}, indent=2))
+        keys = ("incisive", "dicognito", "incisive_all_cores", "ratio_files_per_s", "ratio_all_cores_files_per_s",
+                "baseline")
+        print(json.dumps({k: result[k] for k in keys if k in result}, indent=2))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

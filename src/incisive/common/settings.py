@@ -79,6 +79,11 @@ class NodeSettings(TomlSettings):
         default_factory=lambda: ["US", "SC", "XC", "OT", "ES", "GM", "SM"],
         description="Modalities whose pixels often hold burned-in text; such instances go to quarantine",
     )
+    sr_keep_text: bool = Field(
+        False,
+        description="keep SR TEXT content items through the descriptor cleaner instead of removing them "
+                    "(Clean Structured Content option; off: free-text report items never reach the store)",
+    )
 
     ae_title: str = Field(default="INCISIVE", min_length=1, max_length=16, description="Our DICOM AE title")
     listen_host: str = Field(default="127.0.0.1", description="Address the DICOM and HTTP services bind to")

@@ -106,6 +106,9 @@ def import_(
         d = result["dicom"]
         console.print(table("DICOM import", ["outcome", "files"], ((k, d[k]) for k in OUTCOMES)))
         console.print(f"stored {human_bytes(d['bytes_stored'])} of new objects (run {d['run_id']})")
+        if d["removed_beyond_table"]:
+            console.print(table("Removed beyond Table E.1-1 (fail-closed)", ["attribute", "values"],
+                                sorted(d["removed_beyond_table"].items(), key=lambda kv: -kv[1])[:20]))
         if d["problems"]:
             console.print(table("Not stored", ["file", "outcome", "reason"],
                                 ((p["file"], p["outcome"], p["reason"]) for p in d["problems"][:50])))

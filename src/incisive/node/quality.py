@@ -13,7 +13,15 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from incisive.common.output import table
-from incisive.node.catalogue.models import ClinicalRecord, Instance, Patient, QuarantineItem, Series, Study
+from incisive.node.catalogue.models import (
+    ClinicalRecord,
+    ImportRun,
+    Instance,
+    Patient,
+    QuarantineItem,
+    Series,
+    Study,
+)
 
 TYPED_FIELDS = ("diagnosis", "cancer_type", "sex", "age_band")
 
@@ -70,6 +78,9 @@ def quality_report(s: Session) -> dict[str, Any]:
         geometry[modality] = {"matrix": dict(g["matrix"].most_common()), "pixel_spacing_mm": _spread(g["spacing"]),
                               "slice_thickness_mm": _spread(g["thickness"])}
     quarantine = dict(Counter(s.scalars(select(QuarantineItem.reason))))
+    removed: Counter[str] = Counter()  # fail-closed removals beyond Table E.1-1 over every DICOM import run
+    for counts in s.scalars(select(ImportRun.counts).where(ImportRun.kind == "dicom")):
+        removed.update((counts or {}).get("removed_beyond_table") or {})
     report = {
         "cohort": {
             "patients_with_images": len(imaging),
@@ -87,6 +98,7 @@ def quality_report(s: Session) -> dict[str, Any]:
         "label_balance": {k: dict(v) for k, v in labels.items()},
         "image_geometry": geometry,
         "quarantine": quarantine,
+        "removed_beyond_table": dict(sorted(removed.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
     report["warnings"] = _warnings(report)
     return report
@@ -124,6 +136,8 @@ def render_rich(r: dict[str, Any]) -> Group:
         table("Image geometry", ["modality", "matrix", "pixel spacing mm (min/med/max)", "slice mm (min/med/max)"],
               ((m, ", ".join(g["matrix"]), _fmt(g["pixel_spacing_mm"]), _fmt(g["slice_thickness_mm"]))
                for m, g in r["image_geometry"].items())),
+        table("Removed beyond Table E.1-1 (fail-closed de-identification)", ["attribute", "values removed"],
+              r["removed_beyond_table"].items()),
         table("Findings", ["warning"], ((w,) for w in r["warnings"] or ["none"])),
     ]
     return Group(*parts)

@@ -215,7 +215,6 @@ def _executable() -> Path:
     pytest.skip(f"dicom3tools' dciodvfy is not installed at {DCIODVFY} (apt-get install dicom3tools)")
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 12: engine not yet type-aware")
 def test_deidentified_copy_has_no_new_dciodvfy_errors(node_worker: None, tmp_path: Path) -> None:
     executable = _executable()
     jobs: list[tuple[str, Path, Path]] = []

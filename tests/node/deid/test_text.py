@@ -27,3 +27,23 @@ def test_output_only_holds_vocabulary_or_measurements(raw: str) -> None:
     for token in out.split():
         assert token.isupper() or any(c.isdigit() for c in token)
         assert not (len(token) >= 5 and token.isdigit())  # no id- or date-like digit runs
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("phone 555 1234 5678", ""),  # digit groups are ids and phone numbers, not measurements
+        ("CT 120 kV 5 mm 512 slices", "CT 120 KV 5 MM SLICES"),
+        ("120kV 2.5% 3.0 T2 b1000 1.5T", "120KV 2.5% 3.0 T2 B1000 1.5T"),
+        ("ref 20210312 acc 7734521", ""),
+        ("write to jane.doe@hospital.org or see https://pacs.hospital.org/ct/123", "TO OR"),
+        ("CHEST 12 March 2021, March 12th 2021, Mar 2021, 12-03-2021, 2021/03/12", "CHEST"),
+    ],
+)
+def test_cleaner_drops_numbers_contacts_and_dates(raw: str, clean: str) -> None:
+    assert clean_text(raw) == clean
+
+
+def test_cleaner_drops_names_even_when_they_are_imaging_words() -> None:
+    assert clean_text("HEAD NECK CT Bone", frozenset({"bone", "head"})) == "NECK CT"
+    assert clean_text("T2-HEAD", frozenset({"head"})) == "T2"

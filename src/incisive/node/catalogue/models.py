@@ -112,7 +112,7 @@ class ImportRun(Base):
     source_digest: Mapped[str] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    counts: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # outcomes; removals by keyword
     issues: Mapped[list[ImportIssue]] = relationship(back_populates="run")
 
 

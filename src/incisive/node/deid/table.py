@@ -81,6 +81,7 @@ METHOD_CODES: Final = (
     ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
     ("113108", "Retain Patient Characteristics Option"),
     ("113105", "Clean Descriptors Option"),
+    ("113104", "Clean Structured Content Option"),
 )
 
 PATIENT_BIRTH_DATE: Final = 0x00100030

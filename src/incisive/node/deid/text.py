@@ -3,7 +3,10 @@
 The option asks to replace descriptors "with values of similar meaning known not to contain identifying
 information". A deny-list (names, ids) cannot be complete, so cleaning here is an **allow-list**: a descriptor
 keeps only tokens from an imaging vocabulary and short measurement-like tokens (``5mm``, ``3.0``, ``T2``);
-everything else is dropped. "CT THORAX f/u J. Smith 12/03/2021" becomes "CT THORAX F U".
+everything else is dropped. "CT THORAX f/u J. Smith 12/03/2021" becomes "CT THORAX". Numbers are where ids,
+phone numbers and dates hide: a run of three or more digits survives only as a measurement with its unit
+("120 kV", "512mm"); e-mail addresses, URLs and written dates go before anything else, and the names of the
+patient and of any person the instance names are dropped even where they are also imaging words.
 """
 
 from __future__ import annotations
@@ -36,27 +39,57 @@ _VOCABULARY: Final = frozenset(
     """.split()
 )
 
-_TOKEN = re.compile(r"[A-Za-z0-9.+-]+")
-# dates and times written in free text ("12/03/2021", "2021-03-12", "12.03.21", "10:42") go first
-_DATEISH = re.compile(r"\d{1,4}\s*[/.:-]\s*\d{1,2}\s*[/.:-]\s*\d{1,4}|\d{1,4}\s*[/:]\s*\d{1,4}")
-_YEAR = re.compile(r"(?:19|20)\d\d")
-# short numbers and measurements, but never date- or id-like digit runs (5+ digits)
-_MEASURE = re.compile(r"(?:[0-9]{1,4}(?:\.[0-9]{1,3})?(?:mm|cm|ms|s|kv|kvp|mas|ma|t|x|%)?|[tb][0-9]{1,4})")
+_TOKEN = re.compile(r"[A-Za-z0-9.+%-]+")
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?"
+# what goes before tokenising: e-mail addresses, URLs, and dates and times in any common written form
+# ("12/03/2021", "2021-03-12", "12.03.21", "10:42", "12 March 2021", "March 12th, 2021", "Mar 2021")
+_STRIP = re.compile(
+    r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|(?:https?|ftp|file)://\S+|www\.\S+"
+    r"|\d{1,4}\s*[/.:-]\s*\d{1,2}\s*[/.:-]\s*\d{1,4}|\d{1,4}\s*[/:]\s*\d{1,4}"
+    rf"|\b\d{{1,2}}(?:st|nd|rd|th)?\s*(?:of\s+)?{_MONTH}(?:,?\s*\d{{2,4}})?\b"
+    rf"|\b{_MONTH}\s*\d{{1,2}}(?:st|nd|rd|th)?(?:,?\s*\d{{2,4}})?\b"
+    rf"|\b{_MONTH}\s*(?:19|20)\d\d\b",
+    re.IGNORECASE,
+)
+_UNITS = frozenset("mm cm m ms s sec min kv kvp mas ma t x % ml mgy gy hu deg mhz".split())
+_UNIT_SUFFIX = "|".join(sorted((u for u in _UNITS if u != "%"), key=len, reverse=True))
+# a measurement written as one token: a number with its unit ("5mm", "120kV", "2.5%"), at most 4 digits a run
+_WITH_UNIT = re.compile(rf"[0-9]{{1,4}}(?:\.[0-9]{{1,3}})?(?:{_UNIT_SUFFIX}|%)")
+# a bare number or a sequence weight: no run of 3 or more digits (ids, phone numbers, dates hide there)
+_SHORT = re.compile(r"[0-9]{1,2}(?:\.[0-9]{1,2})?|t[0-9]{1,2}|b[0-9]{1,4}")
+_BARE_NUMBER = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,3})?")
+
+
+def name_parts(person_name: str) -> set[str]:
+    """Lower-cased parts of a PN value (``Doe^Jane^^Mrs`` → doe, jane, mrs) for the cleaner to drop."""
+    return {p for p in re.split(r"[\^=\s,.]+", person_name.lower()) if len(p) >= 2}
 
 
 @lru_cache(maxsize=16384)
-def clean_text(value: str) -> str:
-    """Keep allow-listed tokens only, upper-cased, single-spaced."""
+def clean_text(value: str, names: frozenset[str] = frozenset()) -> str:
+    """Keep allow-listed tokens and measurements only, upper-cased, single-spaced; ``names`` never survive."""
+    tokens = _TOKEN.findall(_STRIP.sub(" ", value))
     kept: list[str] = []
-    for token in _TOKEN.findall(_DATEISH.sub(" ", value)):
+    for index, token in enumerate(tokens):
         low = token.lower().strip(".+-")
-        if not low:
+        if not low or low in names:
             continue
-        if low in _VOCABULARY or (_MEASURE.fullmatch(low) and not _YEAR.fullmatch(low)):
+        if low in _VOCABULARY or _SHORT.fullmatch(low) or _WITH_UNIT.fullmatch(low):
             kept.append(low.upper())
+        elif _BARE_NUMBER.fullmatch(low):
+            # "120 kV", "5 mm": a longer number survives only as a measurement with its unit
+            following = tokens[index + 1].lower() if index + 1 < len(tokens) else ""
+            if following in _UNITS:
+                kept.append(low.upper())
+        elif low in _UNITS and kept and _BARE_NUMBER.fullmatch(kept[-1].lower()):
+            if low == "%":
+                kept[-1] += "%"
+            else:
+                kept.append(low.upper())
         else:
             # split compound tokens like "T2-FLAIR" or "CHEST+ABD" and keep their known parts
             parts = [p for p in re.split(r"[.+-]", low) if p]
             if len(parts) > 1:
-                kept.extend(p.upper() for p in parts if p in _VOCABULARY)
+                kept.extend(p.upper() for p in parts if p in _VOCABULARY and p not in names)
     return " ".join(kept)

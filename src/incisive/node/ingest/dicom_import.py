@@ -25,6 +25,7 @@ from incisive.node.ingest.walk import Candidate, walk
 log = get_logger("ingest")
 BATCH = 128
 OUTCOMES = ("imported", "duplicate", "conflict", "quarantined", "rejected")
+REMOVED_KEY = "removed_beyond_table"
 # object writes (write + fsync + rename + directory fsync) run here while the calling thread sends the catalogue
 # rows; fsync releases the GIL, so a received instance pays max(fsync, SQL) instead of their sum
 _OBJECT_IO = ThreadPoolExecutor(max_workers=4, thread_name_prefix="object-io")
@@ -36,16 +37,24 @@ class ImportReport:
     counts: Counter[str] = field(default_factory=Counter)
     bytes_stored: int = 0
     problems: list[dict[str, str]] = field(default_factory=list)  # shown to the operator, never persisted
+    removed: Counter[str] = field(default_factory=Counter)  # values removed beyond Table E.1-1, by keyword
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, **{k: self.counts.get(k, 0) for k in OUTCOMES},
-                "bytes_stored": self.bytes_stored, "problems": self.problems}
+                "bytes_stored": self.bytes_stored, "removed_beyond_table": dict(sorted(self.removed.items())),
+                "problems": self.problems}
+
+
+def run_counts(counts: Counter[str], removed: Counter[str]) -> dict[str, Any]:
+    """What an import run keeps in the catalogue: outcome counts and removals by keyword (never values)."""
+    return {**{k: counts.get(k, 0) for k in OUTCOMES}, REMOVED_KEY: dict(sorted(removed.items()))}
 
 
 def worker_config(node: Node) -> WorkerConfig:
     s = node.settings
     return WorkerConfig(key=read_secret(node.key_path), safe_private=tuple(s.safe_private_tags),
-                        quarantine_modalities=tuple(s.quarantine_modalities), max_file_bytes=s.max_file_bytes)
+                        quarantine_modalities=tuple(s.quarantine_modalities), sr_keep_text=s.sr_keep_text,
+                        max_file_bytes=s.max_file_bytes)
 
 
 def _outcomes(paths: list[Path], config: WorkerConfig, workers: int) -> Iterator[FileOutcome]:
@@ -87,7 +96,7 @@ def import_dicom(node: Node, root: Path, progress: Callable[[int, int], None] | 
     with node.catalogue.session() as s:
         run = s.get_one(ImportRun, run_id)
         run.finished_at = now()
-        run.counts = {k: report.counts.get(k, 0) for k in OUTCOMES}
+        run.counts = run_counts(report.counts, report.removed)
     node.store.clean_tmp()
     log.info("dicom import run %s finished: %s", run_id, dict(report.counts))
     return report
@@ -187,8 +196,10 @@ def _record_batch(node: Node, report: ImportReport, batch: list[tuple[Candidate,
                   writer: IngestWriter) -> None:
     """Store objects, then catalogue rows, committed together (one transaction per batch)."""
     results = record_outcomes(node, report.run_id, [(c.rel, o) for c, o in batch], writer)
-    for (c, _), r in zip(batch, results, strict=True):
+    for (c, o), r in zip(batch, results, strict=True):
         report.counts[r.result] += 1
+        if r.result in ("imported", "quarantined"):
+            report.removed.update(o.removed)
         report.bytes_stored += r.bytes_created
         if r.result not in ("imported", "duplicate"):
             report.problems.append({"file": c.rel, "outcome": r.result, "reason": r.reason})

@@ -21,7 +21,7 @@ from incisive.node.catalogue.models import ImportRun
 from incisive.node.catalogue.writer import IngestWriter, now
 from incisive.node.home import Node
 from incisive.node.ingest.dicom_file import FileOutcome, init_worker, process_bytes
-from incisive.node.ingest.dicom_import import OUTCOMES, Recorded, record_outcomes, worker_config
+from incisive.node.ingest.dicom_import import Recorded, record_outcomes, run_counts, worker_config
 
 log = get_logger("net.receive")
 _init_lock = threading.Lock()
@@ -53,6 +53,7 @@ class Receiver:
         self.source = source  # e.g. "dimse:<calling AE>" or "stow"; only its keyed digest is stored
         self.run_id: int | None = None
         self.counts: Counter[str] = Counter()
+        self.removed: Counter[str] = Counter()  # values removed beyond Table E.1-1, by keyword
         self._n = 0
         self.writer = IngestWriter()  # patient/study/series ids cached for the life of the association
         ensure_deid(node)
@@ -97,6 +98,8 @@ class Receiver:
         out = []
         for outcome, r in zip(outcomes, results, strict=True):
             self.counts[r.result] += 1
+            if r.result in ("imported", "quarantined"):
+                self.removed.update(outcome.removed)
             out.append(Received(r.result, r.reason, str(outcome.facts.get("sop_uid", ""))))
         return out
 
@@ -107,7 +110,7 @@ class Receiver:
             with self.node.catalogue.session() as s:
                 run = s.get_one(ImportRun, self.run_id)
                 run.finished_at = now()
-                run.counts = {k: self.counts.get(k, 0) for k in OUTCOMES}
+                run.counts = run_counts(self.counts, self.removed)
         except Exception as exc:  # bookkeeping only; the instances are already durable
             log.warning("could not close import run %s: %s", self.run_id, type(exc).__name__)
         log.info("receive run %s finished: %s", self.run_id, dict(self.counts))

@@ -1,0 +1,217 @@
+"""The engine fails closed: what Table E.1-1 does not list is judged by VR and kind (issue 12's findings)."""
+
+from __future__ import annotations
+
+import io
+
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian
+
+from incisive.common.crypto import Pseudonymiser, generate_key
+from incisive.node.deid import Deidentifier
+from incisive.node.deid.policy import resolve
+from incisive.node.deid.retain import RETAIN
+from incisive.node.ingest.dicom_file import WorkerConfig, init_worker, process_bytes
+
+COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
+CT = "1.2.840.10008.5.1.4.1.1.2"
+ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
+RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
+REPORT = "Mrs Jane Doe (MRN 12345678, DOB 01/02/1960) seen today; call 0612-345678"
+
+
+@pytest.fixture(scope="module")
+def deid() -> Deidentifier:
+    return Deidentifier(Pseudonymiser(generate_key()))
+
+
+def _base(sop_class: str) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, "1.2.3.4.5.6.7"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4.5", "1.2.3.4.6"
+    ds.PatientID, ds.PatientName, ds.PatientBirthDate = "MRN12345678", "Doe^Jane^^Mrs", "19600201"
+    ds.StudyDate, ds.Modality = "20240105", "SR" if sop_class == COMPREHENSIVE_SR else "CT"
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return ds
+
+
+def _item(value_type: str, relationship: str = "CONTAINS", **values: object) -> Dataset:
+    item = Dataset()
+    item.RelationshipType, item.ValueType = relationship, value_type
+    concept = Dataset()
+    concept.CodeValue, concept.CodingSchemeDesignator, concept.CodeMeaning = "121071", "DCM", "Finding"
+    item.ConceptNameCodeSequence = Sequence([concept])
+    for keyword, value in values.items():
+        setattr(item, keyword, value)
+    return item
+
+
+def _report() -> Dataset:
+    ds = _base(COMPREHENSIVE_SR)
+    code = Dataset()
+    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "M-8000/3", "SRT", "Neoplasm, malignant"
+    measured = Dataset()
+    measured.NumericValue = "12.5"
+    unit = Dataset()
+    unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = "mm", "UCUM", "millimeter"
+    measured.MeasurementUnitsCodeSequence = Sequence([unit])
+    ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
+    ds.ContentSequence = Sequence([
+        _item("TEXT", TextValue=REPORT),
+        _item("PNAME", PersonName="Smith^John^^Dr"),
+        _item("DATE", Date="20240103"),
+        _item("DATETIME", DateTime="20240103101500"),
+        _item("TIME", Time="101500"),
+        _item("UIDREF", UID="1.2.3.4.99"),
+        _item("CODE", ConceptCodeSequence=Sequence([code])),
+        _item("NUM", MeasuredValueSequence=Sequence([measured])),
+    ])
+    return ds
+
+
+def test_sr_text_removed_names_replaced_dates_shifted_codes_kept(deid: Deidentifier) -> None:
+    ds = _report()
+    result = deid.apply(ds)
+    items = {str(i.ValueType): i for i in ds.ContentSequence}
+    assert "TEXT" not in items and result.removed["TextValue"] == 1
+    assert str(items["PNAME"].PersonName) == "ANONYMOUS"  # Type 1 in the content item: replaced, not emptied
+    assert items["DATE"].Date != "20240103" and items["DATE"].Date == ds.StudyDate[:4] + items["DATE"].Date[4:]
+    assert items["DATETIME"].DateTime[:8] == items["DATE"].Date and items["TIME"].Time == "101500"
+    assert deid.p.uid("1.2.3.4.99") == items["UIDREF"].UID
+    assert items["CODE"].ConceptCodeSequence[0].CodeMeaning == "Neoplasm, malignant"
+    assert items["NUM"].MeasuredValueSequence[0].NumericValue == 12.5
+    assert result.quarantine is None
+    blob = _bytes(ds)
+    for secret in (b"Jane", b"Doe", b"12345678", b"0612", b"Smith", b"1960"):
+        assert secret not in blob, secret
+
+
+def test_sr_text_kept_through_the_cleaner_when_asked() -> None:
+    ds = _report()
+    Deidentifier(Pseudonymiser(generate_key()), keep_text=True).apply(ds)
+    texts = [str(i.TextValue) for i in ds.ContentSequence if i.ValueType == "TEXT"]
+    assert texts == ["SEEN"] or texts == []  # the cleaner keeps imaging vocabulary only: nothing identifying
+    assert b"Jane" not in _bytes(ds) and b"0612" not in _bytes(ds)
+
+
+def test_sr_with_an_unknown_value_type_is_quarantined(deid: Deidentifier) -> None:
+    ds = _report()
+    ds.ContentSequence.append(_item("PRIVATETHING"))
+    assert deid.apply(ds).quarantine == "structured report content item of an unknown value type"
+
+
+def test_encapsulated_document_is_quarantined(deid: Deidentifier) -> None:
+    ds = _base("1.2.840.10008.5.1.4.1.1.104.1")
+    ds.EncapsulatedDocument = b"%PDF-1.4 Jane Doe"
+    ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
+    assert deid.apply(ds).quarantine == "encapsulated document cannot be cleaned"
+
+
+def test_unlisted_identifiers_are_removed_and_counted(deid: Deidentifier) -> None:
+    ds = _base(CT)
+    ds.PatientBirthDateInAlternativeCalendar = "1380/11/12"
+    ds.add_new(0x00140104, "PN", "Reviewer^Second")  # Secondary Reviewer Name
+    step = Dataset()
+    step.CommentsOnTheScheduledProcedureStep = "call Jane on 0612 345678"
+    ds.ScheduledProcedureStepSequence = Sequence([step])
+    ds.add_new(0x00091234, "LO", "private")  # odd group: private, always gone
+    ds.add_new(0x00129999, "LO", "a tag no dictionary knows")
+    result = deid.apply(ds)
+    assert "PatientBirthDateInAlternativeCalendar" not in ds and 0x00140104 not in ds
+    assert "ScheduledProcedureStepSequence" not in ds  # its only attribute went: no zero-item Type 3 sequence
+    assert 0x00129999 not in ds and 0x00091234 not in ds
+    assert result.removed["PatientBirthDateInAlternativeCalendar"] == 1
+    assert result.removed["SecondaryReviewerName"] == 1
+    assert result.removed["CommentsOnTheScheduledProcedureStep"] == 1
+    assert result.removed["(0012,9999)"] == 1
+
+
+def test_type1_gets_a_dummy_type2_is_emptied(deid: Deidentifier) -> None:
+    plan = _base(RT_PLAN)
+    plan.Modality, plan.RTPlanLabel = "RTPLAN", "Doe J 12/03/2021"
+    plan.RTPlanGeometry = "PATIENT"
+    deid.apply(plan)
+    assert plan.RTPlanLabel == "ANONYMIZED"  # cleaned to nothing, Type 1 in RT General Plan
+    enhanced = _base(ENHANCED_CT)
+    enhanced.DeviceSerialNumber, enhanced.Manufacturer = "SN-4711", "ACME"
+    ct = _base(CT)
+    ct.DeviceSerialNumber, ct.ReferringPhysicianName, ct.AccessionNumber = "SN-4711", "Who^Dr", "A123"
+    deid.apply(enhanced)
+    deid.apply(ct)
+    assert enhanced.DeviceSerialNumber == "ANONYMIZED"  # Type 1 in Enhanced General Equipment
+    assert enhanced.Manufacturer == "ACME"  # retain list
+    assert not ct.get("DeviceSerialNumber") and "ReferringPhysicianName" in ct and not ct.ReferringPhysicianName
+
+
+def test_registry_uids_and_class_uids_kept_instance_uids_remapped(deid: Deidentifier) -> None:
+    ds = _base(CT)
+    ref = Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = "1.3.12.2.1107.5.9.1", "1.2.3.4.5.6.8"
+    ds.ReferencedImageSequence = Sequence([ref])
+    ds.add_new(0x00182042, "UI", "1.2.3.77")  # Target UID (Table E.1-1: U)
+    scheme = Dataset()
+    scheme.CodingSchemeUID = "2.16.840.1.113883.6.96"
+    scheme.CodingSchemeDesignator = "SCT"
+    ds.CodingSchemeIdentificationSequence = Sequence([scheme])
+    deid.apply(ds)
+    assert ds.SOPClassUID == CT and ds.ReferencedImageSequence[0].ReferencedSOPClassUID == "1.3.12.2.1107.5.9.1"
+    assert ds.ReferencedImageSequence[0].ReferencedSOPInstanceUID == deid.p.uid("1.2.3.4.5.6.8")
+    assert ds[0x00182042].value == deid.p.uid("1.2.3.77")
+    assert ds.CodingSchemeIdentificationSequence[0].CodingSchemeUID == "2.16.840.1.113883.6.96"
+
+
+def test_code_strings_kept_only_when_required_and_well_formed(deid: Deidentifier) -> None:
+    ds = _base(CT)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]  # Type 1 in CT Image
+    ds.PatientPosition = "Jane Doe"  # Type 2, but not a code string: free text
+    ds.ScanOptions = "HELICAL"  # Type 3 on the retain list
+    ds.PixelPresentation = "MONOCHROME"  # Type 3, not reviewed: removed
+    deid.apply(ds)
+    assert list(ds.ImageType) == ["ORIGINAL", "PRIMARY", "AXIAL"] and ds.ScanOptions == "HELICAL"
+    assert "PatientPosition" in ds and not ds.PatientPosition
+    assert "PixelPresentation" not in ds
+
+
+def test_overlay_group_removed_whole(deid: Deidentifier) -> None:
+    ds = _base(CT)
+    ds.add_new(0x60000010, "US", 8)
+    ds.add_new(0x60000011, "US", 8)
+    ds.add_new(0x60000040, "CS", "G")
+    ds.add_new(0x60003000, "OW", b"\x00" * 8)
+    ds.add_new(0x60000022, "LO", "Jane's overlay")
+    result = deid.apply(ds)
+    assert not [t for t in ds if t >> 16 == 0x6000]
+    assert result.removed["OverlayGroup"] == 1
+
+
+def test_every_retain_entry_is_a_known_unlisted_keyword() -> None:
+    from pydicom.datadict import tag_for_keyword
+
+    for keyword, (action, reason) in RETAIN.items():
+        tag = tag_for_keyword(keyword)
+        assert tag is not None, keyword
+        assert action in ("K", "C") and len(reason) > 20, keyword
+        assert resolve(int(tag)).beyond_table, f"{keyword} is in Table E.1-1: the table decides, not the list"
+
+
+def test_import_summary_counts_removals_by_keyword(tmp_path: object) -> None:
+    init_worker(WorkerConfig(key=generate_key()))
+    ds = _report()
+    ds.add_new(0x00140104, "PN", "Reviewer^Second")
+    outcome = process_bytes(_bytes(ds))
+    assert outcome.status == "stored", outcome.reason
+    assert outcome.removed["TextValue"] == 1 and outcome.removed["SecondaryReviewerName"] == 1
+    stored = pydicom.dcmread(io.BytesIO(outcome.data))
+    assert REPORT.encode() not in outcome.data and "TEXT" not in {i.ValueType for i in stored.ContentSequence}
+
+
+def _bytes(ds: Dataset) -> bytes:
+    buf = io.BytesIO()
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
