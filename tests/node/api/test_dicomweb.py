@@ -147,3 +147,25 @@ def test_wado_refuses_transcoding(sqlite_api: Api) -> None:
     headers["Accept"] = 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.1'
     ok = httpx.get(retrieve, headers=headers)
     assert ok.status_code == 200 and ok.headers["content-type"].startswith("multipart/related")
+
+
+def test_sr_report_text_is_never_stored_or_served(sqlite_api: Api) -> None:
+    """Issue 12: a Comprehensive SR whose TEXT item names the patient came back word for word from /metadata."""
+    import io
+
+    from tests.node.deid.samples import report, to_bytes
+
+    ds = report()
+    ds.add_new(0x00140104, "PN", "Reviewer^Second")  # Secondary Reviewer Name: no table lists it
+    ds = pydicom.dcmread(io.BytesIO(to_bytes(ds)))  # a Part 10 file, as a modality would send it
+    response = _client(sqlite_api, sqlite_api.uploader).store_instances([ds])
+    assert "FailedSOPSequence" not in response
+    view = _client(sqlite_api, sqlite_api.viewer)
+    study = view.search_for_studies()[0]["0020000D"]["Value"][0]
+    metadata = httpx.get(f"{sqlite_api.url}/dicom-web/studies/{study}/metadata",
+                         headers={"Authorization": f"Bearer {sqlite_api.viewer}"})
+    assert metadata.status_code == 200
+    for secret in ("Jane", "Doe", "12345678", "0612", "1960", "Smith", "Reviewer"):
+        assert secret not in metadata.text, secret
+    stored = [p for p in (sqlite_api.node.home / "store" / "objects").rglob("*") if p.is_file()]
+    assert len(stored) == 1 and b"Jane" not in stored[0].read_bytes()

@@ -6,21 +6,15 @@ import io
 
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
-from pydicom.uid import ExplicitVRLittleEndian
 
 from incisive.common.crypto import Pseudonymiser, generate_key
 from incisive.node.deid import Deidentifier
 from incisive.node.deid.policy import resolve
 from incisive.node.deid.retain import RETAIN
 from incisive.node.ingest.dicom_file import WorkerConfig, init_worker, process_bytes
-
-COMPREHENSIVE_SR = "1.2.840.10008.5.1.4.1.1.88.33"
-CT = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
-RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
-REPORT = "Mrs Jane Doe (MRN 12345678, DOB 01/02/1960) seen today; call 0612-345678"
+from tests.node.deid.samples import CT, ENHANCED_CT, REPORT, RT_PLAN, base, item, report, to_bytes
 
 
 @pytest.fixture(scope="module")
@@ -28,53 +22,8 @@ def deid() -> Deidentifier:
     return Deidentifier(Pseudonymiser(generate_key()))
 
 
-def _base(sop_class: str) -> Dataset:
-    ds = Dataset()
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, "1.2.3.4.5.6.7"
-    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.3.4.5", "1.2.3.4.6"
-    ds.PatientID, ds.PatientName, ds.PatientBirthDate = "MRN12345678", "Doe^Jane^^Mrs", "19600201"
-    ds.StudyDate, ds.Modality = "20240105", "SR" if sop_class == COMPREHENSIVE_SR else "CT"
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    return ds
-
-
-def _item(value_type: str, relationship: str = "CONTAINS", **values: object) -> Dataset:
-    item = Dataset()
-    item.RelationshipType, item.ValueType = relationship, value_type
-    concept = Dataset()
-    concept.CodeValue, concept.CodingSchemeDesignator, concept.CodeMeaning = "121071", "DCM", "Finding"
-    item.ConceptNameCodeSequence = Sequence([concept])
-    for keyword, value in values.items():
-        setattr(item, keyword, value)
-    return item
-
-
-def _report() -> Dataset:
-    ds = _base(COMPREHENSIVE_SR)
-    code = Dataset()
-    code.CodeValue, code.CodingSchemeDesignator, code.CodeMeaning = "M-8000/3", "SRT", "Neoplasm, malignant"
-    measured = Dataset()
-    measured.NumericValue = "12.5"
-    unit = Dataset()
-    unit.CodeValue, unit.CodingSchemeDesignator, unit.CodeMeaning = "mm", "UCUM", "millimeter"
-    measured.MeasurementUnitsCodeSequence = Sequence([unit])
-    ds.ValueType, ds.ContinuityOfContent = "CONTAINER", "SEPARATE"
-    ds.ContentSequence = Sequence([
-        _item("TEXT", TextValue=REPORT),
-        _item("PNAME", PersonName="Smith^John^^Dr"),
-        _item("DATE", Date="20240103"),
-        _item("DATETIME", DateTime="20240103101500"),
-        _item("TIME", Time="101500"),
-        _item("UIDREF", UID="1.2.3.4.99"),
-        _item("CODE", ConceptCodeSequence=Sequence([code])),
-        _item("NUM", MeasuredValueSequence=Sequence([measured])),
-    ])
-    return ds
-
-
 def test_sr_text_removed_names_replaced_dates_shifted_codes_kept(deid: Deidentifier) -> None:
-    ds = _report()
+    ds = report()
     result = deid.apply(ds)
     items = {str(i.ValueType): i for i in ds.ContentSequence}
     assert "TEXT" not in items and result.removed["TextValue"] == 1
@@ -85,34 +34,34 @@ def test_sr_text_removed_names_replaced_dates_shifted_codes_kept(deid: Deidentif
     assert items["CODE"].ConceptCodeSequence[0].CodeMeaning == "Neoplasm, malignant"
     assert items["NUM"].MeasuredValueSequence[0].NumericValue == 12.5
     assert result.quarantine is None
-    blob = _bytes(ds)
+    blob = to_bytes(ds)
     for secret in (b"Jane", b"Doe", b"12345678", b"0612", b"Smith", b"1960"):
         assert secret not in blob, secret
 
 
 def test_sr_text_kept_through_the_cleaner_when_asked() -> None:
-    ds = _report()
+    ds = report()
     Deidentifier(Pseudonymiser(generate_key()), keep_text=True).apply(ds)
     texts = [str(i.TextValue) for i in ds.ContentSequence if i.ValueType == "TEXT"]
     assert texts == ["SEEN"] or texts == []  # the cleaner keeps imaging vocabulary only: nothing identifying
-    assert b"Jane" not in _bytes(ds) and b"0612" not in _bytes(ds)
+    assert b"Jane" not in to_bytes(ds) and b"0612" not in to_bytes(ds)
 
 
 def test_sr_with_an_unknown_value_type_is_quarantined(deid: Deidentifier) -> None:
-    ds = _report()
-    ds.ContentSequence.append(_item("PRIVATETHING"))
+    ds = report()
+    ds.ContentSequence.append(item("PRIVATETHING"))
     assert deid.apply(ds).quarantine == "structured report content item of an unknown value type"
 
 
 def test_encapsulated_document_is_quarantined(deid: Deidentifier) -> None:
-    ds = _base("1.2.840.10008.5.1.4.1.1.104.1")
+    ds = base("1.2.840.10008.5.1.4.1.1.104.1")
     ds.EncapsulatedDocument = b"%PDF-1.4 Jane Doe"
     ds.MIMETypeOfEncapsulatedDocument = "application/pdf"
     assert deid.apply(ds).quarantine == "encapsulated document cannot be cleaned"
 
 
 def test_unlisted_identifiers_are_removed_and_counted(deid: Deidentifier) -> None:
-    ds = _base(CT)
+    ds = base(CT)
     ds.PatientBirthDateInAlternativeCalendar = "1380/11/12"
     ds.add_new(0x00140104, "PN", "Reviewer^Second")  # Secondary Reviewer Name
     step = Dataset()
@@ -131,14 +80,14 @@ def test_unlisted_identifiers_are_removed_and_counted(deid: Deidentifier) -> Non
 
 
 def test_type1_gets_a_dummy_type2_is_emptied(deid: Deidentifier) -> None:
-    plan = _base(RT_PLAN)
+    plan = base(RT_PLAN)
     plan.Modality, plan.RTPlanLabel = "RTPLAN", "Doe J 12/03/2021"
     plan.RTPlanGeometry = "PATIENT"
     deid.apply(plan)
     assert plan.RTPlanLabel == "ANONYMIZED"  # cleaned to nothing, Type 1 in RT General Plan
-    enhanced = _base(ENHANCED_CT)
+    enhanced = base(ENHANCED_CT)
     enhanced.DeviceSerialNumber, enhanced.Manufacturer = "SN-4711", "ACME"
-    ct = _base(CT)
+    ct = base(CT)
     ct.DeviceSerialNumber, ct.ReferringPhysicianName, ct.AccessionNumber = "SN-4711", "Who^Dr", "A123"
     deid.apply(enhanced)
     deid.apply(ct)
@@ -148,7 +97,7 @@ def test_type1_gets_a_dummy_type2_is_emptied(deid: Deidentifier) -> None:
 
 
 def test_registry_uids_and_class_uids_kept_instance_uids_remapped(deid: Deidentifier) -> None:
-    ds = _base(CT)
+    ds = base(CT)
     ref = Dataset()
     ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = "1.3.12.2.1107.5.9.1", "1.2.3.4.5.6.8"
     ds.ReferencedImageSequence = Sequence([ref])
@@ -165,7 +114,7 @@ def test_registry_uids_and_class_uids_kept_instance_uids_remapped(deid: Deidenti
 
 
 def test_code_strings_kept_only_when_required_and_well_formed(deid: Deidentifier) -> None:
-    ds = _base(CT)
+    ds = base(CT)
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]  # Type 1 in CT Image
     ds.PatientPosition = "Jane Doe"  # Type 2, but not a code string: free text
     ds.ScanOptions = "HELICAL"  # Type 3 on the retain list
@@ -177,14 +126,14 @@ def test_code_strings_kept_only_when_required_and_well_formed(deid: Deidentifier
 
 
 def test_overlay_group_removed_whole(deid: Deidentifier) -> None:
-    ds = _base(CT)
+    ds = base(CT)
     ds.add_new(0x60000010, "US", 8)
     ds.add_new(0x60000011, "US", 8)
     ds.add_new(0x60000040, "CS", "G")
     ds.add_new(0x60003000, "OW", b"\x00" * 8)
     ds.add_new(0x60000022, "LO", "Jane's overlay")
     result = deid.apply(ds)
-    assert not [t for t in ds if t >> 16 == 0x6000]
+    assert not [t for t in ds.keys() if t >> 16 == 0x6000]  # noqa: SIM118 (iterating a Dataset yields elements)
     assert result.removed["OverlayGroup"] == 1
 
 
@@ -200,18 +149,18 @@ def test_every_retain_entry_is_a_known_unlisted_keyword() -> None:
 
 def test_import_summary_counts_removals_by_keyword(tmp_path: object) -> None:
     init_worker(WorkerConfig(key=generate_key()))
-    ds = _report()
+    ds = report()
     ds.add_new(0x00140104, "PN", "Reviewer^Second")
-    outcome = process_bytes(_bytes(ds))
+    outcome = process_bytes(to_bytes(ds))
     assert outcome.status == "stored", outcome.reason
     assert outcome.removed["TextValue"] == 1 and outcome.removed["SecondaryReviewerName"] == 1
     stored = pydicom.dcmread(io.BytesIO(outcome.data))
     assert REPORT.encode() not in outcome.data and "TEXT" not in {i.ValueType for i in stored.ContentSequence}
 
 
-def _bytes(ds: Dataset) -> bytes:
-    buf = io.BytesIO()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+def test_docs_list_every_retain_entry() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[3] / "docs" / "deidentification.md").read_text()
+    missing = [keyword for keyword in RETAIN if f"`{keyword}`" not in doc]
+    assert not missing, f"docs/deidentification.md does not list {missing}"
