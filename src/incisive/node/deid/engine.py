@@ -192,9 +192,9 @@ class Deidentifier:
             self._drop(ds, tag, vr, parent, rule, run)
         elif action == "X":
             self._drop(ds, tag, vr, parent, rule, run)
-        elif action == "CS":
-            required = (parent, tag) in run.required
-            if not (required and all(is_code_string(v) for v in _values(ds[tag].value))):
+        elif action in ("CS", "CSR"):
+            wanted = action == "CSR" or run.required.get((parent, tag)) == REQUIRED
+            if not (wanted and all(is_code_string(v) for v in _values(ds[tag].value))):
                 self._drop(ds, tag, vr, parent, rule, run)
         elif action == "Z":
             if run.required.get((parent, tag)) == REQUIRED:

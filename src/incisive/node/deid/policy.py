@@ -8,7 +8,8 @@ then the attribute's value representation. The fail-closed rules by VR:
 * DA, DT: shifted with the patient's offset (Retain Longitudinal option), unparsable values removed;
 * TM: kept (the option shifts whole days, so times of day stay true);
 * UI: remapped with the keyed UID map, except registry UIDs and attributes that name a kind of thing;
-* CS: kept where the IOD requires it and the value fits the CS repertoire, else removed;
+* CS: kept where the IOD requires a value (Type 1/1C) and it fits the CS repertoire, else removed (emptied where
+  Type 2); retained code strings are checked against the repertoire too;
 * AE, LO, LT, SH, ST, UC, UR, UT: free text, removed;
 * numbers (DS, IS, US, SS, UL, SL, FL, FD, SV, UV, AT), ages (AS), binary data (OB, OW, OF, OD, OL, OV): kept;
 * an attribute the dictionary does not know, or of VR UN: removed.
@@ -34,7 +35,8 @@ _KEPT_BY_VR: Final = NUMERIC_VRS | {"AS", "TM", "OB", "OW", "OF", "OD", "OL", "O
 
 @dataclass(frozen=True)
 class Rule:
-    """``action``: K keep, X remove, Z empty, D dummy, U remap UID, S shift date, C clean, CS code string check."""
+    """``action``: K keep, X remove, Z empty, D dummy, U remap UID, S shift date, C clean; CS keep a code string
+    the IOD requires (Type 1), CSR keep a retained code string."""
 
     action: str
     vr: str
@@ -59,7 +61,8 @@ def resolve(tag: int) -> Rule:
         return Rule(action, vr, False)
     keyword = keyword_of(tag)
     if keyword in RETAIN:
-        return Rule(RETAIN[keyword][0], vr, True)
+        # a retained code string is still checked: a value outside the CS repertoire is free text
+        return Rule("CSR" if vr == "CS" and RETAIN[keyword][0] == "K" else RETAIN[keyword][0], vr, True)
     if vr == "SQ" or vr in _KEPT_BY_VR:
         return Rule("K", vr, True)
     if vr == "UI":

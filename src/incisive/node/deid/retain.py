@@ -82,6 +82,17 @@ RETAIN: Final[dict[str, tuple[str, str]]] = {
     "SegmentDescription": (CLEAN, _LABEL),
     "SegmentAlgorithmName": (CLEAN, _LABEL),
     "ContentLabel": (KEEP, "Content Identification label (CS): a code, e.g. SEGMENTATION"),
+    # Type 2 code strings worth their value (a required Type 1 code string is kept by kind)
+    "PatientPosition": (KEEP, "patient position relative to the equipment (defined terms HFS, FFS, ...)"),
+    "PatientOrientation": (KEEP, "patient direction of rows/columns (letters A P L R H F)"),
+    "ImageType": (KEEP, "image type (ORIGINAL/DERIVED, PRIMARY/SECONDARY, defined terms); Type 2 in US"),
+    "MRAcquisitionType": (KEEP, "2D or 3D acquisition (enumerated values)"),
+    "DetectorType": (KEEP, "detector technology (defined terms DIRECT, SCINTILLATOR, STORAGE, FILM)"),
+    "CorrectedImage": (KEEP, "PET corrections applied (defined terms)"),
+    "RTROIInterpretedType": (KEEP, "ROI type (defined terms GTV, PTV, ORGAN, ...)"),
+    "ROIGenerationAlgorithm": (KEEP, "AUTOMATIC, SEMIAUTOMATIC or MANUAL (defined terms)"),
+    "ContrastBolusAgentDetected": (KEEP, "YES or NO (enumerated values)"),
+    "ContrastBolusAgentPhase": (KEEP, "contrast phase (defined terms)"),
 }
 
 # UI attributes whose values name a kind of thing, never a patient's thing
@@ -108,15 +119,16 @@ def is_code_string(value: str) -> bool:
 def kept_by_kind(keyword: str, vr: str, required: bool) -> str | None:
     """Why an attribute no table names is kept as it is, or None when the fail-closed rule applies to it.
 
-    ``required``: Type 1/1C/2/2C in the instance's IOD at that place (:func:`incisive.node.deid.iod.requirements`).
-    A CS value is also checked against the CS repertoire by the engine; one that fails it is free text.
+    ``required``: Type 1/1C in the instance's IOD at that place (:func:`incisive.node.deid.iod.requirements`).
+    A CS value is also checked against the CS repertoire by the engine; one that fails it is free text. A Type 2
+    code string is emptied unless :data:`RETAIN` names it.
     """
     if keyword in CLASS_UIDS:
         return _CLASS_UID
     if vr == "TM":
         return "time of day: kept by the Retain Longitudinal Temporal Information option (dates shift whole days)"
     if vr == "CS" and required:
-        return "code string the IOD requires (enumerated values and defined terms of the standard)"
+        return "code string the IOD requires a value of (Type 1/1C: enumerated values and defined terms)"
     return None
 
 
