@@ -29,6 +29,7 @@ from pydicom.dataset import Dataset
 from incisive.node.api.app import create_app
 from incisive.node.api.tokens import create_token
 from incisive.node.deid.iod import requirements
+from incisive.node.deid.iod import REQUIRED
 from incisive.node.deid.retain import RETAIN, kept_by_kind
 from incisive.node.deid.table import RETAIN_PATIENT_CHARACTERISTICS
 from incisive.node.home import Node
@@ -81,7 +82,8 @@ def retained(marker: Marker, sop_class_uid: str) -> tuple[str, str] | None:
         return ("K", "Retain Patient Characteristics") if characteristic == "K" else None
     tag = tag_for_keyword(marker.keyword)
     parent = tag_for_keyword(marker.path[-1]) if marker.path else 0
-    required = (int(parent or 0), int(tag or 0)) in requirements(sop_class_uid)  # Type 1/1C/2/2C there
+    level = requirements(sop_class_uid).get((int(parent or 0), int(tag or 0)))
+    required = level == REQUIRED  # Type 1/1C there: a Type 2 code string is emptied unless retained
     reason = kept_by_kind(marker.keyword, marker.vr, required)
     return ("kind", reason) if reason else None
 

@@ -95,14 +95,15 @@ RETAIN: Final[dict[str, tuple[str, str]]] = {
     "ContrastBolusAgentPhase": (KEEP, "contrast phase (defined terms)"),
 }
 
-# UI attributes whose values name a kind of thing, never a patient's thing
+# UI attributes whose values name a kind of thing (a SOP class, a transfer syntax, a coding scheme), never a
+# patient's thing: kept whatever their root (vendors' private SOP classes, HL7 OIDs of coding schemes). Other
+# "registry-like" UIDs (context groups, mapping resources, templates, extension creators) are remapped unless
+# they lie under the DICOM root: a site's own UID root there would name the site's systems.
 CLASS_UIDS: Final = frozenset(
     keyword
     for _tag, (vr, _vm, _name, _retired, keyword) in DicomDictionary.items()
     if vr == "UI" and re.search(r"(SOPClass(es)?(UID)?|SOPClassesSupported|TransferSyntaxUID|CodingSchemeUID|"
-                                r"ContextUID|MappingResourceUID|ImplementationClassUID|PrivateInformationCreatorUID|"
-                                r"ExtensionCreatorUID|TemplateUID)"
-                                r"(InFile|InStudy|InSeries)?$", keyword)
+                                r"ImplementationClassUID)(InFile|InStudy|InSeries)?$", keyword)
 )
 
 # DICOM's own root: SOP classes, transfer syntaxes, coding schemes, well-known frames of reference (PS3.6 A)
