@@ -68,3 +68,25 @@ def test_errors_are_clear_and_phi_free(tmp_path: Path, cohort: Path) -> None:
     assert not list((tmp_path / "ok" / "store" / "objects").iterdir())  # refused before any DICOM was stored
     nothing = cli("node", "import", "--home", str(tmp_path / "ok"))
     assert nothing.returncode == 2 and "give a DICOM folder" in nothing.stderr
+
+
+def test_import_summary_and_quality_count_removals_beyond_the_table(tmp_path: Path) -> None:
+    """Issue 12: the folder-import summary and `node quality` show fail-closed removals by keyword, never values."""
+    from tests.node.deid.samples import report, to_bytes
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    ds = report()
+    ds.add_new(0x00140104, "PN", "Reviewer^Second")
+    (folder / "sr.dcm").write_bytes(to_bytes(ds))
+    home = tmp_path / "node"
+    run("node", "init", str(home), "--provider", "Hospital A")
+    out = json.loads(run("node", "import", str(folder), "--home", str(home), "--workers", "1", "--json"))
+    assert out["dicom"]["imported"] == 1
+    assert out["dicom"]["removed_beyond_table"] == {"SecondaryReviewerName": 1, "TextValue": 1}
+    text = run("node", "import", str(folder), "--home", str(home), "--workers", "1")  # duplicate: nothing new
+    assert "Removed beyond Table E.1-1" not in text
+    quality = json.loads(run("node", "quality", "--home", str(home), "--json"))
+    assert quality["removed_beyond_table"] == {"SecondaryReviewerName": 1, "TextValue": 1}
+    shown = run("node", "quality", "--home", str(home))
+    assert "SecondaryReviewerName" in shown and "Reviewer" not in shown.replace("SecondaryReviewerName", "")
