@@ -19,7 +19,8 @@ from incisive.platform.home import Platform
 from incisive.platform.rbac import Role
 from incisive.platform.services import nodes, users
 
-FAST = {"port": 0, "query_timeout_s": 10.0, "long_poll_s": 1.0, "redeliver_s": 1.0, "node_offline_s": 60.0}
+FAST = {"port": 0, "query_timeout_s": 10.0, "long_poll_s": 1.0, "redeliver_s": 1.0, "node_offline_s": 60.0,
+        "require_dp": False}  # (new platforms require ε; these tests ask for exact counts unless they say otherwise)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -19,7 +19,7 @@ from incisive.node.audit_log import NodeAudit
 from incisive.node.home import Node
 from tests.conftest import temp_pg_database
 from tests.node.test_agent import wait_for
-from tests.platform.federation import PATIENTS, Federation, federation, node_ids
+from tests.platform.federation import PATIENTS, federation, node_ids
 
 pytestmark = pytest.mark.slow
 Urls = Callable[[int], tuple[str, list[str]]]

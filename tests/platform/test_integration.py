@@ -1,9 +1,11 @@
 """Platform + three node agents as separate processes on localhost, over real HTTP.
 
 Each node has its own catalogue and a different synthetic cohort. A researcher's federated count must equal the
-sum of the per-node truths over the cells where a node has at least k, suppressed cells must never be revealed
-(nor derivable from a margin or the total), and after the platform is killed and restarted the agents reconnect
-and the next query succeeds. A node that dies mid-run is reported missing within the query timeout.
+sum of the per-node truths over the cells where a node has at least k (a cell no node may show is not listed at
+all; one withheld by overlap control leaves out that node's part), nothing withheld may be derivable from a
+margin or the total, and after the platform is killed and restarted the agents reconnect and the next query
+succeeds. A node that dies mid-run is reported missing within the query timeout. The platform here answers
+exact counts (``require_dp`` off); noisy counts have their own test.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from incisive.common.federated import DOMAINS
 from incisive.demo.synth import CohortSpec, generate_cohort
 from incisive.node import federated
 from incisive.node.agent_link import enrol
@@ -37,7 +41,8 @@ K = 5
 AGENT_ENV = {"INCISIVE_AGENT_HEARTBEAT_S": "0.5", "INCISIVE_AGENT_POLL_WAIT_S": "2",
              "INCISIVE_AGENT_BACKOFF_BASE_S": "0.1", "INCISIVE_AGENT_BACKOFF_MAX_S": "0.5",
              "INCISIVE_AGENT_READINESS_INTERVAL_S": "0"}
-PLATFORM_ENV = {"INCISIVE_PLATFORM_QUERY_TIMEOUT_S": "20", "INCISIVE_PLATFORM_LONG_POLL_S": "2",
+PLATFORM_ENV = {"INCISIVE_PLATFORM_REQUIRE_DP": "false",
+                "INCISIVE_PLATFORM_QUERY_TIMEOUT_S": "20", "INCISIVE_PLATFORM_LONG_POLL_S": "2",
                 "INCISIVE_PLATFORM_REDELIVER_S": "2", "INCISIVE_PLATFORM_NODE_OFFLINE_S": "60"}
 
 
@@ -156,50 +161,65 @@ def truths(nodes: list[Node], by: list[str]) -> list[dict[tuple[str, ...], int]]
     return out
 
 
-def check_disclosure(result: dict[str, Any], per_node: list[dict[tuple[str, ...], int]], by: list[str]) -> None:
-    assert set(result["nodes"].values()) == {"ok"}
-    cells = {tuple(c["key"]): c for c in result["cells"]}
-    keys = set().union(*per_node)
-    assert set(cells) == keys
-    some_suppressed = False
-    for key in keys:
-        parts = [t.get(key, 0) for t in per_node]
-        published = sum(p for p in parts if p >= K)
-        hidden = [p for p in parts if 0 < p < K]
-        cell = cells[key]
-        if hidden:
-            some_suppressed = True
-            assert cell["complete"] is False and cell["suppressed_nodes"] == len(hidden)
-            assert cell["count"] == (published or None)  # the hidden part is never added in
+def check_disclosure(result: dict[str, Any], nodes: list[Node], by: list[str]) -> None:
+    per_node = truths(nodes, by)
+    cells = {tuple(c["key"]): c["count"] for c in result["cells"]}
+    showable = {key for t in per_node for key, n in t.items() if n >= K}
+    assert set(cells) <= showable  # a combination no node may show is not even listed
+    overlap = "overlap" in result["withheld_by"]
+    for key, count in cells.items():
+        parts = [t.get(key, 0) for t in per_node if t.get(key, 0) >= K]
+        if overlap:  # some node may have left its part out: the count is the sum of some of the parts
+            assert count in {sum(c) for r in range(1, len(parts) + 1) for c in combinations(parts, r)}
         else:
-            assert cell["complete"] is True and cell["count"] == published
-    if some_suppressed:
-        assert result["total"] is None
-        for i, field in enumerate(by):
-            for margin in result["margins"].get(field, []):
-                covering = [key for key in keys if key[i] == margin["value"]]
-                if any(0 < t.get(key, 0) < K for t in per_node for key in covering):
-                    assert margin["count"] is None
+            assert count == sum(parts)
+    if not overlap:
+        assert set(cells) == showable
+    hidden = any(0 < n < K for t in per_node for n in t.values())
+    if hidden:
+        assert result["complete"] is False and "min_cell_count" in result["withheld_by"]
+    if result["total"] is not None:  # only when every node could give its own: then it is the true total
+        assert result["total"] == sum(total(node, by) for node in nodes)
+    for i, field in enumerate(by):
+        for margin in result["margins"].get(field, []):
+            shown = sum(cells.get(key, 0) or 0 for key in cells if key[i] == margin["value"])
+            assert margin["count"] >= shown  # and never a margin minus shown cells below k at any node
+
+
+def total(node: Node, by: list[str]) -> int:
+    with node.catalogue.session() as s:
+        return int(federated.count(s, by, None, "patients", 1)["total"])
 
 
 def test_federated_count_matches_node_truths(cluster: Cluster) -> None:
     by = ["modality", "cancer_type"]
     result = cluster.count(by)
-    check_disclosure(result, truths(cluster.nodes, by), by)
-    assert any(c["count"] is not None for c in result["cells"])
-    assert any(not c["complete"] for c in result["cells"])  # the cohorts are small: some cells are suppressed
+    assert set(result["nodes"].values()) == {"ok"}
+    check_disclosure(result, cluster.nodes, by)
+    assert result["cells"] and all(c["count"] >= K for c in result["cells"])
+    assert result["complete"] is False  # the cohorts are small: some cells are withheld
 
 
 def test_single_field_and_other_fields(cluster: Cluster) -> None:
     for by in (["sex"], ["age_band"], ["cancer_type"], ["label"], ["body_part", "sex"]):
-        check_disclosure(cluster.count(by), truths(cluster.nodes, by), by)
+        result = cluster.count(by)
+        assert set(result["nodes"].values()) == {"ok"}
+        check_disclosure(result, cluster.nodes, by)
+
+
+def test_noisy_count_lists_the_declared_domain(cluster: Cluster) -> None:
+    result = cluster.count(["sex"], epsilon=1.0)
+    assert set(result["nodes"].values()) == {"ok"} and result["dp"]["epsilon"] == 1.0
+    assert [tuple(c["key"]) for c in result["cells"]] == [(v,) for v in sorted(DOMAINS["sex"])]
+    assert result["total"] is None and result["margins"] == {}
 
 
 def test_platform_restart_agents_reconnect(cluster: Cluster) -> None:
     cluster.kill_platform()
     cluster.start_platform()
     result = cluster.count(["cancer_type"])  # jobs wait for the agents to come back
-    check_disclosure(result, truths(cluster.nodes, ["cancer_type"]), ["cancer_type"])
+    assert set(result["nodes"].values()) == {"ok"}
+    check_disclosure(result, cluster.nodes, ["cancer_type"])
     assert all(proc.poll() is None for proc in (cluster.agents or {}).values())
 
 
@@ -213,7 +233,4 @@ def test_node_gone_mid_run_is_reported_missing(cluster: Cluster) -> None:
     assert time.monotonic() - started < 15
     assert result["nodes"][gone] == "missing"
     assert [s for n, s in result["nodes"].items() if n != gone] == ["ok", "ok"]
-    per_node = truths(cluster.nodes[1:], ["sex"])
-    for cell in result["cells"]:
-        parts = [t.get(tuple(cell["key"]), 0) for t in per_node]
-        assert cell["count"] == (sum(p for p in parts if p >= K) or None)
+    check_disclosure(result, cluster.nodes[1:], ["sex"])

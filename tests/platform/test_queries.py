@@ -1,29 +1,39 @@
 """Federated queries through the API with hand-driven fake nodes: validation, injection strings, body limits,
-a node that never answers, disclosure control when combining, privacy budget."""
+a node that never answers, the protocol check and combining of node answers, privacy budget."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from incisive.common.federated import suppress
+from incisive.common.protocol import ProtocolViolation, check_count, check_summary
 from incisive.platform.services import disclosure
 from tests.platform.conftest import Api, FakeNode, enrol_fake
 
 INJECTION = ["modality; DROP TABLE job;--", "' OR '1'='1", "modality\" --", "label.x'); DELETE FROM node;--"]
 
 
-def answer_jobs(fake: FakeNode, result: dict[str, Any], stop: threading.Event) -> threading.Thread:
-    """A fake agent: long-polls and answers every job with ``result``."""
+def table(cells: dict[str, int], k: int = 5, **extra: Any) -> dict[str, Any]:
+    """A node's count result by modality, as the agent protocol has it."""
+    return {"by": ["modality"], "unit": "patients", "k": k, "population": sum(cells.values()),
+            "cells": [{"key": [m], "count": n} for m, n in sorted(cells.items())], "margins": {},
+            "total": sum(cells.values()), "suppressed": 0, **extra}
+
+
+def answer_jobs(fake: FakeNode, result: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]],
+                stop: threading.Event) -> threading.Thread:
+    """A fake agent: long-polls and answers every job with ``result`` (or ``result(job payload)``)."""
 
     def loop() -> None:
         while not stop.is_set():
             r = fake.send("GET", "/agent/v1/jobs?wait=0.2")
             for job in r.json().get("jobs", []) if r.status_code == 200 else []:
-                fake.send("POST", f"/agent/v1/jobs/{job['id']}/result", {"status": "ok", "result": result})
+                body = result(job["payload"]) if callable(result) else result
+                fake.send("POST", f"/agent/v1/jobs/{job['id']}/result", {"status": "ok", "result": body})
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
@@ -81,8 +91,7 @@ def test_node_that_never_answers_is_missing_within_timeout(api: Api) -> None:
     talker = enrol_fake(api, "talker")
     online(talker)
     stop = threading.Event()
-    cells = {"cells": [{"key": ["CT"], "count": 7}], "margins": {}, "total": 7, "k": 5}
-    thread = answer_jobs(talker, cells, stop)
+    thread = answer_jobs(talker, table({"CT": 7}), stop)
     try:
         started = time.monotonic()
         r = count(api, {"by": ["modality"], "timeout_s": 4})
@@ -93,7 +102,7 @@ def test_node_that_never_answers_is_missing_within_timeout(api: Api) -> None:
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["nodes"] == {"quiet": "missing", "talker": "ok"}
-    assert body["cells"] == [{"key": ["CT"], "count": 7, "complete": True, "suppressed_nodes": 0}]
+    assert body["cells"] == [{"key": ["CT"], "count": 7}] and body["total"] == 7 and body["complete"]
 
 
 def test_offline_and_named_nodes(api: Api) -> None:
@@ -103,65 +112,122 @@ def test_offline_and_named_nodes(api: Api) -> None:
     assert count(api, {"by": ["sex"], "nodes": ["ghost"]}).status_code == 422
 
 
-def test_platform_suppresses_below_its_own_k_and_never_adds_hidden_parts() -> None:
-    a = suppress({("CT", "lung"): 9, ("CT", "breast"): 2, ("MR", "lung"): 6}, ["modality", "cancer_type"],
-                 [{"CT": 11, "MR": 6}, {"lung": 12, "breast": 2}], 13, 5)
-    assert [c["count"] for c in a["cells"]] == [None, 9, 6]  # sorted: (CT,breast), (CT,lung), (MR,lung)
-    assert a["total"] is None  # would reveal the hidden (CT, breast)
-    assert a["margins"]["modality"] == [{"value": "CT", "count": None}, {"value": "MR", "count": 6}]
-    assert a["margins"]["cancer_type"] == [{"value": "breast", "count": None}, {"value": "lung", "count": 12}]
-    b = suppress({("CT", "lung"): 20, ("CT", "breast"): 8}, ["modality", "cancer_type"],
-                 [{"CT": 28}, {"lung": 20, "breast": 8}], 28, 5)
-    b["cells"][0]["count"] = 3  # a misbehaving node sending a small number: the platform drops it
-    combined = disclosure.combine_counts(["modality", "cancer_type"], {"a": a, "b": b}, 5)
-    cells = {tuple(c["key"]): c for c in combined["cells"]}
-    assert cells[("CT", "breast")] == {"key": ["CT", "breast"], "count": None, "complete": False,
-                                       "suppressed_nodes": 2}
-    assert cells[("CT", "lung")]["count"] == 29 and cells[("CT", "lung")]["complete"]
-    assert combined["total"] is None
-    margins = {m["value"]: m["count"] for m in combined["margins"]["cancer_type"]}
-    assert margins == {"breast": None, "lung": 32}
+JOB = {"by": ["modality"], "unit": "patients", "k": 5, "epsilon": None}
+
+
+@pytest.mark.parametrize("change,problem", [
+    ({"k": "abc"}, "k"), ({"k": 1e9}, "k"), ({"k": 1000 + 1}, "k"), ({"k": 3}, "below the job's k"),
+    ({"cells": [{"key": 7, "count": 9}]}, "cells.0.key"), ({"cells": [{"key": [7], "count": 9}]}, "cells.0.key"),
+    ({"cells": [{"key": ["CT"], "count": 10**30}]}, "cells.0.count"),
+    ({"cells": [{"key": ["CT"], "count": 3}]}, "below the node's k"),
+    ({"cells": [{"key": ["CT"], "count": True}]}, "cells.0.count"),
+    ({"cells": [{"key": ["CT"], "count": 9.0}]}, "cells.0.count"),
+    ({"cells": [{"key": ["CT"], "count": 30}]}, "population"),
+    ({"cells": [{"key": ["CT", "F"], "count": 9}]}, "wrong length"),
+    ({"cells": [{"key": ["CT"], "count": 9}, {"key": ["CT"], "count": 9}]}, "repeated"),
+    ({"total": -1}, "total"), ({"population": 10**9}, "population"), ({"by": ["sex"]}, "by/unit"),
+    ({"dp": {"mechanism": "laplace", "epsilon": 1.0}}, "not asked for"), ({"withheld_by": ["made-up"]}, "rule"),
+    ({"margins": {"sex": []}}, "margins"),
+])
+def test_protocol_violations_are_named_without_the_value(change: dict[str, Any], problem: str) -> None:
+    good = table({"CT": 9, "MR": 12})
+    assert check_count(good, JOB).cells[0].count == 9
+    with pytest.raises(ProtocolViolation) as caught:
+        check_count({**good, **change}, JOB)
+    assert problem in str(caught.value) and "10000000000" not in str(caught.value)
+
+
+def test_protocol_rounding_and_noise() -> None:
+    rounded = table({"CT": 10, "MR": 15}, rounding=5)
+    assert check_count({**rounded, "cells": [{"key": ["CT"], "count": 0}]}, JOB).cells[0].count == 0
+    with pytest.raises(ProtocolViolation, match="multiple"):
+        check_count({**rounded, "cells": [{"key": ["CT"], "count": 12}]}, JOB)
+    noisy = {**table({"CT": 7}), "cells": [{"key": ["CT"], "count": 9}, {"key": ["MR"], "count": None}],
+             "total": None, "suppressed": None, "dp": {"mechanism": "laplace", "epsilon": 0.5}}
+    assert check_count(noisy, {**JOB, "epsilon": 0.5}).dp is not None
+    with pytest.raises(ProtocolViolation, match="missing"):
+        check_count(table({"CT": 7}), {**JOB, "epsilon": 0.5})
+    with pytest.raises(ProtocolViolation, match="domain"):
+        check_count({**noisy, "cells": [{"key": ["XRAY-9"], "count": 9}]}, {**JOB, "epsilon": 0.5})
+    with pytest.raises(ProtocolViolation, match="epsilon"):
+        check_count(noisy, {**JOB, "epsilon": 0.25})
+
+
+def test_combining_adds_listed_parts_only() -> None:
+    a = check_count({**table({"CT": 9, "MR": 6}), "total": None, "suppressed": None,
+                     "withheld_by": ["min_cell_count"]}, JOB)
+    b = check_count(table({"CT": 20, "US": 8}), JOB)
+    combined = disclosure.combine_counts(["modality"], {"a": a, "b": b})
+    assert combined["cells"] == [{"key": ["CT"], "count": 29}, {"key": ["MR"], "count": 6},
+                                 {"key": ["US"], "count": 8}]
+    assert combined["total"] is None and combined["suppressed"] is None  # a withheld its own
+    assert combined["complete"] is False and combined["withheld_by"] == ["min_cell_count"]
+    both = disclosure.combine_counts(["modality"], {"b": b, "c": b})
+    assert both["total"] == 56 and both["suppressed"] == 0 and both["complete"]
+
+
+def test_combined_margins_only_where_every_node_gave_one() -> None:
+    job = {**JOB, "by": ["modality", "sex"]}
+
+    def node(rows: dict[str, int]) -> Any:
+        return check_count({"by": ["modality", "sex"], "unit": "patients", "k": 5, "population": 40,
+                            "cells": [{"key": ["CT", "F"], "count": 9}],
+                            "margins": {"sex": [{"value": v, "count": n} for v, n in rows.items()]},
+                            "total": None, "suppressed": None}, job)
+
+    combined = disclosure.combine_counts(["modality", "sex"], {"a": node({"F": 9, "M": 7}), "b": node({"F": 12})})
+    assert combined["margins"] == {"modality": [], "sex": [{"value": "F", "count": 21}]}
 
 
 def test_summary_pooling() -> None:
-    answers = {"a": {"n": 10, "sum": 20.0, "sumsq": 50.0}, "b": {"n": 2, "sum": 1.0, "sumsq": 1.0},
-               "c": {"n": 5, "sum": 10.0, "sumsq": 25.0}}
-    pooled = disclosure.combine_summary(answers, 5)
+    job = {"metric": "rows", "k": 5}
+    answers = {"a": {"metric": "rows", "k": 5, "n": 10, "sum": 20.0, "sumsq": 50.0},
+               "b": {"metric": "rows", "k": 5, "n": None, "sum": None, "sumsq": None},
+               "c": {"metric": "rows", "k": 5, "n": 5, "sum": 10.0, "sumsq": 25.0}}
+    pooled = disclosure.combine_summary({name: check_summary(a, job) for name, a in answers.items()})
     assert pooled["n"] == 15 and pooled["suppressed_nodes"] == 1
     assert pooled["mean"] == pytest.approx(2.0)
     assert pooled["sd"] == pytest.approx(((75.0 - 15 * 4.0) / 14) ** 0.5)
+    for bad in ({"n": 2}, {"sum": float("inf")}, {"sum": 100.0}, {"k": 2}, {"n": 10**12}):
+        with pytest.raises(ProtocolViolation):
+            check_summary({**answers["a"], **bad}, job)
 
 
-def test_laplace_noise_and_budget(api: Api) -> None:
+def noisy_table(payload: dict[str, Any]) -> dict[str, Any]:
+    eps = payload.get("epsilon")
+    return {**table({"CT": 1000}), "total": None, "suppressed": None,
+            "dp": None if eps is None else {"mechanism": "laplace", "epsilon": eps}}
+
+
+def test_budget_per_project(api: Api) -> None:
     talker = enrol_fake(api, "talker")
     online(talker)
     stop = threading.Event()
-    result = {"cells": [{"key": ["CT"], "count": 1000}], "margins": {}, "total": 1000, "k": 5}
-    thread = answer_jobs(talker, result, stop)
+    thread = answer_jobs(talker, noisy_table, stop)
     try:
         r = count(api, {"by": ["modality"], "epsilon": 0.5})  # the researcher's budget is 1.0
         assert r.status_code == 200, r.text
         body = r.json()
         assert body["dp"]["epsilon"] == 0.5 and body["dp"]["budget_left"] == pytest.approx(0.5)
-        assert body["total"] is None and abs(body["cells"][0]["count"] - 1000) < 100
+        assert body["nodes"] == {"talker": "ok"} and body["cells"] == [{"key": ["CT"], "count": 1000}]
         assert count(api, {"by": ["modality"], "epsilon": 0.5}).status_code == 200
         over = count(api, {"by": ["modality"], "epsilon": 0.1})
         assert over.status_code == 403 and "budget" in over.json()["detail"]
+        exact = count(api, {"by": ["modality"]})  # spent: not even an exact count for queries without a project
+        assert exact.status_code == 403 and "until a data-provider manager adds budget" in exact.json()["detail"]
+        assert count(api, {"by": ["modality"], "project": "other"}).status_code == 200
         put = api.client.put("/api/v1/budgets/researcher", json={"budget": 2.0}, headers=api.h("dp-manager"))
-        assert put.status_code == 200
+        assert put.status_code == 200 and put.json()["exhausted"] is False
         assert count(api, {"by": ["modality"], "epsilon": 0.1}).status_code == 200
         own = api.client.get("/api/v1/budgets/researcher", headers=api.h("researcher")).json()
-        assert own["spent"] == pytest.approx(1.1)
+        assert own["spent"] == pytest.approx(1.1) and own["budget"] == 2.0
+        assert [p["project"] for p in own["projects"]] == [None, "other"]
         assert api.client.get("/api/v1/budgets/admin", headers=api.h("researcher")).status_code == 403
+        assert api.client.put("/api/v1/budgets/researcher", json={"budget": 9.0},
+                              headers=api.h("researcher")).status_code == 403
     finally:
         stop.set()
         thread.join(5)
-
-
-def test_laplace_scale() -> None:
-    samples = [disclosure.laplace(2.0) for _ in range(20000)]
-    mean_abs = sum(abs(x) for x in samples) / len(samples)
-    assert mean_abs == pytest.approx(2.0, rel=0.1)  # E|Lap(b)| = b
 
 
 def test_openapi_served(sqlite_api: Api) -> None:
@@ -169,3 +235,13 @@ def test_openapi_served(sqlite_api: Api) -> None:
     assert r.status_code == 200
     assert "/api/v1/queries/count" in r.json()["paths"]
     assert sqlite_api.client.get("/docs").status_code == 200
+
+
+def test_new_platforms_require_dp(tmp_path: Any) -> None:
+    from incisive.platform.home import Platform
+    from incisive.platform.settings import PlatformSettings
+
+    created = Platform.init(tmp_path / "new")
+    assert created.settings.require_dp and "require_dp = true" in (tmp_path / "new" / "platform.toml").read_text()
+    created.db.dispose()
+    assert PlatformSettings(home=tmp_path).require_dp is False  # a platform.toml from before keeps exact counts

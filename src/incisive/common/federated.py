@@ -20,6 +20,39 @@ METRICS = ("slice_thickness", "pixel_spacing", "rows", "columns", "instances_per
 JOB_TYPES = ("count", "summary", "fl-supernode", "infer")
 MAX_GROUP_FIELDS = 4
 MAX_FILTER_VALUE = 64
+UNKNOWN = "unknown"
+OTHER = "other"
+
+# Declared value domains for noisy (ε) counts: every node lists every combination of these values, whether it
+# has units there or not, so that an empty cell looks like a small one. A value outside its domain is counted
+# under "other". Fields without a domain (body_part, labels) cannot be grouped on with ε.
+_AGE_BANDS = (*(f"{d}-{d + 9}" for d in range(0, 90, 10)), "90+")
+DOMAINS: dict[str, tuple[str, ...]] = {
+    "modality": ("CT", "MR", "MG", "US", "PT", "NM", "CR", "DX", "XA", "RF", "SC", "SR", "SEG", "OT", OTHER,
+                 UNKNOWN),
+    "cancer_type": ("breast", "lung", "prostate", "colorectal", "melanoma", "pancreas", "kidney", "bladder",
+                    "liver", "ovary", "stomach", "head_neck", "brain", "lymphoma", OTHER, UNKNOWN),
+    "sex": ("F", "M", "O", UNKNOWN),
+    "age_band": (*_AGE_BANDS, UNKNOWN),
+}
+MAX_DP_CELLS = 4096
+
+# The rules a node or the platform refuses or withholds by (named in answers, refusals and audit entries).
+RULES = {
+    "participate": "the node does not take part in federated jobs",
+    "job_types": "the node does not accept this job type",
+    "researchers": "the node does not answer this researcher",
+    "projects": "the node does not answer this project",
+    "min_cell_count": "cells with fewer than k units are not shown",
+    "min_subset": "a filtered set and the rest of the node must each have at least min_subset units",
+    "filter_value": "each filter value must have at least k units on its own",
+    "overlap": "a cell whose units differ from an answered cell's by 1 to k-1 is not shown",
+    "require_dp": "only noisy (epsilon) counts are answered",
+    "dp_domain": "noisy counts group only by fields with a declared value domain",
+    "budget": "the privacy budget of the researcher's project is used up",
+    "protocol": "the node's answer did not match the agent protocol and was dropped",
+    "invalid_query": "the question is not one the platform can ask",
+}
 
 
 def is_field(name: str) -> bool:
@@ -53,30 +86,3 @@ def parse_where(where: Mapping[str, Any] | None) -> dict[str, str]:
             raise ValueError(f"filter values must be strings of at most {MAX_FILTER_VALUE} characters")
         out[name] = str(value)
     return out
-
-
-def suppress(cells: Mapping[tuple[str, ...], int], by: Sequence[str], margins: Sequence[Mapping[str, int]],
-             total: int, k: int) -> dict[str, Any]:
-    """Node-side disclosure control of a count table (``margins[i]``: distinct units per value of ``by[i]``).
-
-    * primary: a cell below ``k`` is sent as ``null`` (its existence, i.e. "1 to k-1", is all that is shown);
-    * secondary: a margin (per value of one grouping field) and the total are sent only when **every cell they
-      cover** is published and they are themselves ≥ k, so no total minus published cells reveals a suppressed
-      cell.
-    """
-    published = {key: (n if n >= k else None) for key, n in cells.items()}
-    out_margins: dict[str, list[dict[str, Any]]] = {}
-    if len(by) > 1:
-        for i, field in enumerate(by):
-            rows = []
-            for value, n in sorted(margins[i].items()):
-                complete = all(published[key] is not None for key in cells if key[i] == value)
-                rows.append({"value": value, "count": n if complete and n >= k else None})
-            out_margins[field] = rows
-    complete = all(v is not None for v in published.values())
-    return {
-        "cells": [{"key": list(key), "count": published[key]} for key in sorted(cells)],
-        "margins": out_margins,
-        "total": total if complete and total >= k else None,
-        "k": k,
-    }

@@ -29,10 +29,12 @@ from incisive.node.agent_link import AGENT_DIR, AgentSettings, LinkError, Signed
 from incisive.node.agent_state import AgentState
 from incisive.node.audit_log import NodeAudit
 from incisive.node.catalogue import queries
+from incisive.node.disclosure import Guard, Refused
 from incisive.node.fl_agent import Supernodes
 from incisive.node.home import Node
 from incisive.node.infer_agent import INFER_JOB, run_infer
-from incisive.node.policy import load_policy
+from incisive.node.overlap import OverlapLog
+from incisive.node.policy import Policy, load_policy
 
 log = get_logger("agent")
 
@@ -47,28 +49,61 @@ def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | N
     return (rng or random).uniform(0, ceiling)
 
 
-def run_job(node: Node, job: dict[str, Any]) -> dict[str, Any]:
-    """Policy first, then the computation; the result dict is what goes back to the platform."""
+def _guard(policy: Policy, payload: dict[str, Any], overlap: OverlapLog | None) -> Guard:
+    k = policy.effective_k(int(payload.get("k") or 0))
+    epsilon = payload.get("epsilon")
+    if epsilon is None and policy.require_dp:
+        raise Refused("require_dp", "refused by rule require_dp: this node answers noisy counts only (give ε)")
+    session = None
+    if policy.overlap_control and epsilon is None and overlap is not None:
+        session = overlap.session(str(payload.get("requester", "")), payload.get("project"),
+                                  str(payload.get("unit", "patients")), k)
+    return Guard(k=k, min_subset=policy.min_subset, rounding=policy.rounding, overlap=session,
+                 epsilon=None if epsilon is None else float(epsilon), key=overlap.key if overlap else b"")
+
+
+def run_job(node: Node, job: dict[str, Any], overlap: OverlapLog | None = None) -> dict[str, Any]:
+    """Policy first, then the computation; the result dict is what goes back to the platform.
+
+    ``overlap``: the node's overlap log (opened here for this one job when not given)."""
     payload = job.get("payload") or {}
     job_type = str(job.get("type", ""))
     policy = load_policy(node.home)
-    reason = policy.decide(job_type, str(payload.get("requester", "")), payload.get("project"))
-    if reason is not None:
-        return {"status": "refused", "error": reason}
+    refusal = policy.check(job_type, str(payload.get("requester", "")), payload.get("project"))
+    if refusal is not None:
+        return {"status": "refused", "rule": refusal[0], "error": refusal[1]}
     k = policy.effective_k(int(payload.get("k") or 0))
+    own = overlap is None and job_type == "count"
+    overlap_log = OverlapLog(node.home) if own else overlap
     try:
         with node.catalogue.session() as s:
             if job_type == "count":
                 result = federated.count(s, list(payload.get("by") or []), payload.get("where"),
-                                         str(payload.get("unit", "patients")), k)
+                                         str(payload.get("unit", "patients")), k,
+                                         _guard(policy, payload, overlap_log))
             else:
                 result = federated.summary(s, str(payload.get("metric", "")), k)
+    except Refused as exc:
+        return {"status": "refused", "rule": exc.rule, "error": str(exc)[:300]}
     except ValueError as exc:
         return {"status": "error", "error": str(exc)[:300]}
     except Exception as exc:  # never ship a traceback (it could quote data); the type is enough
         log.exception("job %s failed", job.get("id"))
         return {"status": "error", "error": f"job failed on the node ({type(exc).__name__})"}
+    finally:
+        if own and overlap_log is not None:
+            overlap_log.close()
     return {"status": "ok", "result": result}
+
+
+def query_spec(job: dict[str, Any]) -> dict[str, Any]:
+    """The whole question of a job, as recorded in the node's audit log."""
+    payload = job.get("payload") or {}
+    if job.get("type") == "count":
+        return {name: payload.get(name) for name in ("by", "where", "unit", "epsilon", "project", "k")}
+    if job.get("type") == "summary":
+        return {name: payload.get(name) for name in ("metric", "project", "k")}
+    return {"project": payload.get("project")}
 
 
 class Agent:
@@ -81,7 +116,8 @@ class Agent:
         self.fl = Supernodes(node, self.client)
         self.audit = NodeAudit(node.home)
         self.stop_event = threading.Event()
-        self._to_audit: list[tuple[dict[str, Any], str]] = []
+        self.overlap = OverlapLog(node.home)
+        self._to_audit: list[tuple[dict[str, Any], dict[str, Any]]] = []
         self._audit_ready = threading.Event()
         self._audit_lock = threading.Lock()
         self._readiness: dict[str, Any] | None = None
@@ -151,10 +187,10 @@ class Agent:
             elif kind == INFER_JOB:  # runs here, in the poll loop: one inference at a time per node
                 result = run_infer(self.node, self.client, job)
             else:
-                result = run_job(self.node, job)
+                result = run_job(self.node, job, self.overlap)
             self.state.finish(job_id, result)
             with self._audit_lock:
-                self._to_audit.append((job, result["status"]))
+                self._to_audit.append((job, result))
         elif self.state.state(job_id) == "running":  # a crash while it ran: never run it a second time
             self.state.finish(job_id, {"status": "error", "error": "interrupted on the node; not run again"})
 
@@ -164,15 +200,19 @@ class Agent:
             with self._audit_lock:
                 if not self._to_audit:
                     return
-                job, outcome = self._to_audit.pop(0)
+                job, result = self._to_audit.pop(0)
             payload = job.get("payload") or {}
+            details: dict[str, Any] = {"query": query_spec(job)}
+            if result.get("rule"):
+                details["rule"] = result["rule"]
+            withheld = (result.get("result") or {}).get("withheld_by") if isinstance(result, dict) else None
+            if withheld:
+                details["withheld_by"] = withheld
+            if job.get("type") == INFER_JOB:
+                details["model"] = f"{payload.get('model')}:{payload.get('version')}@{payload.get('job')}"
             self.audit.append(f"researcher:{payload.get('requester', '')}", f"job.{job.get('type')}",
-                              target=str(job["id"]), node=self.settings.node_id, outcome=outcome,
-                              details={"by": payload.get("by"), "metric": payload.get("metric"),
-                                       "project": payload.get("project"),
-                                       **({"model": f"{payload.get('model')}:{payload.get('version')}"
-                                                    f"@{payload.get('job')}"} if job.get("type") == INFER_JOB
-                                          else {})})
+                              target=str(job["id"]), node=self.settings.node_id, outcome=str(result["status"]),
+                              details=details)
 
     def deliver(self) -> None:
         for job_id, result in self.state.undelivered():
@@ -237,6 +277,7 @@ class Agent:
             auditor.join(10)
             self.client.close()
             self.state.close()
+            self.overlap.close()
 
     def stop(self) -> None:
         self.stop_event.set()

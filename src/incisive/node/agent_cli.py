@@ -80,6 +80,15 @@ def policy_set(
     job_types: Annotated[str | None, typer.Option(help="Accepted job types, comma-separated")] = None,
     researchers: Annotated[str | None, typer.Option(help="Allowed researchers ('' = any)")] = None,
     projects: Annotated[str | None, typer.Option(help="Allowed projects ('' = any)")] = None,
+    min_subset: Annotated[int | None, typer.Option(
+        help="A filtered set and the rest of the node must each have this many units (default 10)")] = None,
+    overlap_control: Annotated[bool | None, typer.Option(
+        "--overlap-control/--no-overlap-control",
+        help="Withhold cells whose units differ from an answered cell's by 1 to k-1 (default on)")] = None,
+    rounding: Annotated[int | None, typer.Option(
+        help="Publish counts randomly rounded to this base, e.g. 5 (0 = exact, the default)")] = None,
+    require_dp: Annotated[bool | None, typer.Option(
+        "--require-dp/--no-require-dp", help="Answer noisy (epsilon) counts only (default off)")] = None,
     share_inference_summary: Annotated[bool | None, typer.Option(
         "--share-inference-summary/--no-share-inference-summary",
         help="Let a k-suppressed summary of inference runs go to the platform (results always stay here)")] = None,
@@ -89,7 +98,8 @@ def policy_set(
     """Change the policy (unnamed settings stay as they are)."""
     node = Node.open(resolve_home(home), check_schema=False)
     policy = update_policy(node.home, participate=participate, min_cell_count=k, job_types=_csv(job_types),
-                           researchers=_csv(researchers), projects=_csv(projects),
+                           researchers=_csv(researchers), projects=_csv(projects), min_subset=min_subset,
+                           overlap_control=overlap_control, rounding=rounding, require_dp=require_dp,
                            share_inference_summary=share_inference_summary)
     NodeAudit(node.home).append("local", "policy.set", node=node.settings.node_id, details=policy.model_dump())
     _show(policy.model_dump(), json_out)

@@ -1,8 +1,9 @@
 """Aggregates computed on the node from its catalogue, passed through the node's disclosure control.
 
-Only counts (and n / sum / sum of squares for numeric summaries) ever leave the node, each cell below the node's
-k suppressed here. The query is built with SQLAlchemy expressions only; grouping and filter values from a job are
-compared as data in Python, never put into SQL text.
+Only counts (and n / sum / sum of squares for numeric summaries) ever leave the node, through the rules of
+:mod:`incisive.node.disclosure` (cells below k not listed, subset rules, overlap control, rounding, noise). The
+query is built with SQLAlchemy expressions only; grouping and filter values from a job are compared as data in
+Python, never put into SQL text.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from incisive.common.federated import IMAGING_FIELDS, METRICS, UNITS, parse_fields, parse_where, suppress
+from incisive.common.federated import IMAGING_FIELDS, METRICS, UNITS, UNKNOWN, parse_fields, parse_where
 from incisive.node.catalogue.models import ClinicalRecord, Instance, Patient, Series, Study
-
-UNKNOWN = "unknown"
+from incisive.node.disclosure import Guard, check_subset, noisy, protect
 
 Row = dict[str, Any]
 
@@ -75,27 +75,44 @@ def _keys(row: Row, by: list[str]) -> list[tuple[str, ...]]:
     return keys
 
 
-def count(s: Session, by: list[str], where: dict[str, Any] | None, unit: str, k: int) -> dict[str, Any]:
+def count(s: Session, by: list[str], where: dict[str, Any] | None, unit: str, k: int,
+          guard: Guard | None = None) -> dict[str, Any]:
+    """The count table as it may leave the node (``guard``: the node's rules for this job; by default k only).
+
+    Raises :class:`incisive.node.disclosure.Refused` when a rule refuses the whole question."""
     by = parse_fields(by)
     filters = parse_where(where)
     if unit not in UNITS:
         raise ValueError(f"unknown unit; allowed: {', '.join(UNITS)}")
+    guard = guard or Guard(k=k)
     imaging = unit != "patients" or bool(IMAGING_FIELDS & (set(by) | set(filters)))
     cells: dict[tuple[str, ...], set[Any]] = defaultdict(set)
     margins: list[dict[str, set[Any]]] = [defaultdict(set) for _ in by]
-    everyone: set[Any] = set()
+    population: set[Any] = set()
+    value_units: dict[str, set[Any]] = {name: set() for name in filters}
+    filtered: set[Any] = set()
     for row in _rows(s, imaging):
-        if any(value not in _values(row, field) for field, value in filters.items()):
-            continue
         unit_id = row[unit]
-        everyone.add(unit_id)
+        population.add(unit_id)
+        matches = True
+        for name, value in filters.items():
+            if value in _values(row, name):
+                value_units[name].add(unit_id)
+            else:
+                matches = False
+        if not matches:
+            continue
+        filtered.add(unit_id)
         for key in _keys(row, by):
             cells[key].add(unit_id)
             for i, value in enumerate(key):
                 margins[i][value].add(unit_id)
-    result = suppress({key: len(ids) for key, ids in cells.items()}, by,
-                      [{v: len(ids) for v, ids in m.items()} for m in margins], len(everyone), k)
-    return {"by": by, "unit": unit, **result}
+    if filters:
+        check_subset(filtered, population, value_units, guard, unit)
+    exact = guard.epsilon is None
+    result = protect(cells, by, margins, filtered, guard) if exact else noisy(cells, by, guard)
+    rounding = guard.rounding if exact else 0
+    return {"by": by, "unit": unit, "k": guard.k, "population": len(population), "rounding": rounding, **result}
 
 
 def _metric_values(s: Session, metric: str) -> list[float]:

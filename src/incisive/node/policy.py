@@ -6,6 +6,14 @@
 * ``researchers`` / ``projects``: allowed requesters and projects (empty = any);
 * ``min_cell_count``: k; aggregate cells below k are suppressed here, before anything leaves the node. A job may
   ask for a larger k, never a smaller one: the platform cannot override the node's policy;
+* ``min_subset``: a ``where`` filter is answered only when the filtered units **and** the rest of the node's
+  units each number at least max(min_subset, k) (so a query and its complement cannot be subtracted), and each
+  filter value has at least k units on its own (default 10);
+* ``overlap_control``: withhold a cell whose unit set differs from one already answered to the same researcher
+  or project by 1 to k-1 units (default on; the log of hashed unit sets stays here, see
+  :mod:`incisive.node.overlap`);
+* ``rounding``: publish counts randomly rounded to this base (0 = exact, the default; 5 as OpenSAFELY does);
+* ``require_dp``: answer noisy (ε) counts only (default off: the platform applies ε by default);
 * ``share_inference_summary``: whether the summary of a node-local inference run (counts and a score histogram,
   suppressed below k; never per-item rows or UIDs) may go to the platform. Off by default; a bundle approved
   with ``--share-inference-summary`` may share its own summaries even when this is off.
@@ -35,6 +43,10 @@ class Policy(BaseModel):
     researchers: list[str] = Field(default_factory=list)
     projects: list[str] = Field(default_factory=list)
     min_cell_count: int = Field(default=5, ge=1, le=1000)
+    min_subset: int = Field(default=10, ge=1, le=100_000)
+    overlap_control: bool = True
+    rounding: int = Field(default=0, ge=0, le=100)
+    require_dp: bool = False
     share_inference_summary: bool = False
 
     @field_validator("job_types")
@@ -45,17 +57,29 @@ class Policy(BaseModel):
             raise ValueError(f"unknown job type(s) {', '.join(unknown)}; known: {', '.join(JOB_TYPES)}")
         return value
 
+    @field_validator("rounding")
+    @classmethod
+    def _base(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("rounding base must be 0 (exact) or at least 2")
+        return value
+
+    def check(self, job_type: str, requester: str, project: str | None) -> tuple[str, str] | None:
+        """None when the job is allowed, else (rule, reason) it is refused by."""
+        if not self.participate:
+            return "participate", "node does not participate in federated jobs"
+        if job_type not in self.job_types:
+            return "job_types", f"job type {job_type!r} not accepted by this node"
+        if self.researchers and requester not in self.researchers:
+            return "researchers", "requester not allowed by this node's policy"
+        if self.projects and (project or "") not in self.projects:
+            return "projects", "project not allowed by this node's policy"
+        return None
+
     def decide(self, job_type: str, requester: str, project: str | None) -> str | None:
         """None when the job is allowed, else the reason it is refused."""
-        if not self.participate:
-            return "node does not participate in federated jobs"
-        if job_type not in self.job_types:
-            return f"job type {job_type!r} not accepted by this node"
-        if self.researchers and requester not in self.researchers:
-            return "requester not allowed by this node's policy"
-        if self.projects and (project or "") not in self.projects:
-            return "project not allowed by this node's policy"
-        return None
+        refusal = self.check(job_type, requester, project)
+        return None if refusal is None else refusal[1]
 
     def effective_k(self, requested: int | None) -> int:
         return max(self.min_cell_count, requested or 0)

@@ -35,7 +35,7 @@ class Platform:
         home = home.expanduser().resolve()
         if (home / PLATFORM_CONFIG).exists():
             raise ConfigError(f"{home} is already an incisive platform")
-        settings = PlatformSettings(home=home, db_url=db_url)
+        settings = PlatformSettings(home=home, db_url=db_url, require_dp=True)  # new platforms: noisy counts
         platform = cls(settings)
         home.mkdir(parents=True, exist_ok=True)
         platform.db.migrate()

@@ -34,7 +34,12 @@ class PlatformSettings(TomlSettings):
     query_timeout_s: float = Field(default=15.0, gt=0, le=600, description="A query waits this long for nodes")
     node_offline_s: float = Field(default=90.0, gt=0, description="No contact for this long = node offline")
     min_cell_count: int = Field(default=5, ge=1, description="Platform-wide minimum k (nodes may demand more)")
-    default_dp_budget: float = Field(default=10.0, ge=0, description="Privacy budget (sum of epsilon) per researcher")
+    default_dp_budget: float = Field(default=10.0, ge=0, description="Privacy budget (sum of epsilon) a researcher "
+                                     "starts with in each project")
+    require_dp: bool = Field(default=False, description="Every count is noisy: a count without epsilon gets "
+                             "default_epsilon (on in platforms created by 'platform init')")
+    default_epsilon: float = Field(default=0.5, gt=0, le=10, description="Epsilon of a count that names none, "
+                                   "when require_dp is on")
     fl_superlink_address: str = Field(default="", description="host:port SuperNodes dial for the platform's "
                                       "Flower SuperLink; empty = 127.0.0.1 and the port it got")
     fl_start_timeout_s: float = Field(default=300.0, gt=0, description="FL job: wait this long for the nodes' "

@@ -48,6 +48,24 @@ class User(Base):
     dp_spent: Mapped[float] = mapped_column(Float, default=0.0)
 
 
+class PrivacyBudget(Base):
+    """A researcher's privacy budget (a sum of ε) for one project (``""``: queries without a project).
+
+    Created at the user's ``dp_budget`` (the allowance per project) on first use. ``exhausted``: the budget could
+    not pay for a query, or is spent: no query of that project is answered, exact or noisy, until a data-provider
+    manager raises the budget."""
+
+    __tablename__ = "privacy_budget"
+    __table_args__ = (UniqueConstraint("user_id", "project"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    project: Mapped[str] = mapped_column(String(64))
+    budget: Mapped[float] = mapped_column(Float)
+    spent: Mapped[float] = mapped_column(Float, default=0.0)
+    exhausted: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
 class ApiToken(Base):
     """Only the SHA-256 of a token is stored; the token is shown once when it is created."""
 

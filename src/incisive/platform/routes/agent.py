@@ -41,6 +41,7 @@ class Result(BaseModel):
     status: Literal["ok", "refused", "error"]
     result: dict[str, Any] | None = None
     error: str | None = Field(default=None, max_length=500)
+    rule: str | None = Field(default=None, max_length=32)
 
 
 def _signed_path(request: Request) -> str:

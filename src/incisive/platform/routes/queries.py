@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from incisive.common.federated import MAX_FILTER_VALUE, MAX_GROUP_FIELDS
-from incisive.platform.errors import Unauthorized
+from incisive.platform.errors import BadRequest, Unauthorized
 from incisive.platform.hub import query_key
 from incisive.platform.models import User
 from incisive.platform.routes.deps import Db, HubDep, Principal, Settings, require
@@ -42,11 +42,20 @@ class SummaryRequest(Common):
 async def _run(kind: str, params: dict[str, Any], timeout_s: float | None, principal: Principal, db: Any,
                settings: Any, hub: Any) -> dict[str, Any]:
     def start() -> queries.Started:
-        with db.session() as s:
-            user = s.get(User, principal.user_id)
-            if user is None:
-                raise Unauthorized("user no longer exists")
-            return queries.start(s, user, kind, params, settings, handed)
+        try:
+            with db.session() as s:
+                user = s.get(User, principal.user_id)
+                if user is None:
+                    raise Unauthorized("user no longer exists")
+                return queries.start(s, user, kind, params, settings, handed)
+        except (queries.QueryRefused, BadRequest) as exc:  # rolled back: audit it in a transaction of its own
+            refusal = exc if isinstance(exc, queries.QueryRefused) else queries.QueryRefused(
+                "invalid_query", str(exc), queries.spec_of(kind, params))
+            with db.session() as s:
+                user = s.get(User, principal.user_id)
+                if user is not None:
+                    queries.record_refusal(s, user, kind, refusal)
+            raise
 
     handed = hub.waiting_nodes()  # their long-polls get the job from memory, no database round trip
     started = await run_in_threadpool(start)
@@ -81,7 +90,10 @@ async def _run(kind: str, params: dict[str, Any], timeout_s: float | None, princ
 @router.post("/count")
 async def count(body: CountRequest, db: Db, settings: Settings, hub: HubDep,
                 principal: Annotated[Principal, Depends(require("queries:run"))]) -> dict[str, Any]:
-    """Counts by the given fields on every (or the named) node, cells below k suppressed at the node."""
+    """Counts by the given fields on every (or the named) node, through each node's disclosure control: only
+    safe cells are listed, with one suppressed figure per node; with ε (required by default) noisy counts over
+    the declared value domain. A node refused by one of its rules, or whose answer is invalid, is named in
+    ``refusals`` with the rule; the others still answer."""
     params = body.model_dump(exclude={"timeout_s"})
     return await _run("count", params, body.timeout_s, principal, db, settings, hub)
 

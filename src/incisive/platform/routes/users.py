@@ -24,6 +24,8 @@ class NewUser(BaseModel):
 
 class Budget(BaseModel):
     budget: float = Field(ge=0, le=1e6)
+    project: str | None = Field(default=None, max_length=64, description="The project (default: queries "
+                                "without a project)")
 
 
 @router.get("/me")
@@ -68,8 +70,7 @@ async def get_budget(username: Username, db: Db,
 
     def work() -> dict[str, Any]:
         with db.session() as s:
-            u = users.get_user(s, username)
-            return {"username": u.username, "budget": u.dp_budget, "spent": u.dp_spent}
+            return users.budgets(s, username)
     return await run_in_threadpool(work)
 
 
@@ -78,5 +79,5 @@ async def set_budget(username: Username, body: Budget, db: Db,
                      principal: Annotated[Principal, Depends(require("budgets:manage"))]) -> dict[str, Any]:
     def work() -> dict[str, Any]:
         with db.session() as s:
-            return users.set_budget(s, username, body.budget, principal.username)
+            return users.set_budget(s, username, body.budget, principal.username, body.project)
     return await run_in_threadpool(work)

@@ -1,85 +1,60 @@
-"""Combining node answers without revealing what a node suppressed; optional Laplace noise.
+"""Combining node answers (already checked against the agent protocol) without revealing what a node withheld.
 
-* A node's number below the platform's k is treated as suppressed too (the platform never lowers a node's k).
-* A combined cell is the sum of the nodes' **published** parts: ``complete`` says whether every node published
-  its part, ``suppressed_nodes`` how many did not. Suppressed parts are never estimated or added.
-* A combined margin or total is published only when every answering node published it; a node publishes one
-  only when every cell under it is published (see :func:`incisive.common.federated.suppress`). So no published
-  total minus published cells equals a suppressed cell (secondary suppression).
-* Differential privacy (``epsilon``): each published cell gets Laplace(1/ε) noise, rounded and clamped at 0;
-  margins and the total are withheld so that the release is the cells alone. See docs/platform.md for the
-  sensitivity argument and its limit for multi-valued fields.
+* A node lists only the cells it may show (see :mod:`incisive.node.disclosure`); a combined cell is the sum of
+  the parts listed. A node that does not list a cell has no units there or withheld them: the two look alike,
+  and nothing is estimated or added for it. ``suppressed`` is the sum of the nodes' suppressed figures (``null``
+  when some node withheld its own, i.e. had 1 to k−1 units in no shown cell); ``complete`` says that no node
+  withheld anything; ``withheld_by`` names the rules that withheld something, at some node.
+* A combined margin row or total is given only when every answering node gave its own (secondary suppression
+  across nodes: no combined total minus combined cells reveals a withheld part).
+* Noisy counts (ε): each node adds its own Laplace noise over the declared domain; a part shown as ``null``
+  (noisy value below k) adds nothing; a cell is ``null`` when no node showed a part. No margins, no total.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from typing import Any
 
-_rng = random.SystemRandom()
+from incisive.common.protocol import CountResult, SummaryResult
 
 
-def _published(value: Any, k: int) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= k else None
-
-
-def combine_counts(by: list[str], answers: dict[str, dict[str, Any]], k: int) -> dict[str, Any]:
-    cells: dict[tuple[str, ...], dict[str, Any]] = {}
-    margins: dict[str, dict[str, int | None]] = {field: {} for field in by} if len(by) > 1 else {}
-    total: int | None = 0 if answers else None
+def combine_counts(by: list[str], answers: dict[str, CountResult]) -> dict[str, Any]:
+    cells: dict[tuple[str, ...], int | None] = {}
     for answer in answers.values():
-        for cell in answer.get("cells", []):
-            key = tuple(str(v) for v in cell.get("key", []))
-            if len(key) != len(by):
-                continue
-            entry = cells.setdefault(key, {"key": list(key), "count": 0, "complete": True, "suppressed_nodes": 0})
-            value = _published(cell.get("count"), k)
-            if value is None:
-                entry["complete"] = False
-                entry["suppressed_nodes"] += 1
-            else:
-                entry["count"] += value
-        for field in margins:
-            for row in answer.get("margins", {}).get(field, []):
-                value, current = _published(row.get("count"), k), margins[field].get(str(row.get("value")), 0)
-                margins[field][str(row.get("value"))] = None if value is None or current is None else current + value
-        node_total = _published(answer.get("total"), k)
-        total = None if node_total is None or total is None else total + node_total
-    for entry in cells.values():
-        if entry["suppressed_nodes"] and entry["count"] == 0:
-            entry["count"] = None
-    # a margin over cells some node did not list at all is fine (that node has none there)
+        for cell in answer.cells:
+            key = tuple(cell.key)
+            current = cells.get(key)
+            cells[key] = current if cell.count is None else (current or 0) + cell.count
+    margins: dict[str, list[dict[str, Any]]] = {}
+    noisy = any(a.dp is not None for a in answers.values())
+    if answers and len(by) > 1 and not noisy:
+        for field in by:
+            per_node = [{row.value: row.count for row in a.margins.get(field, [])} for a in answers.values()]
+            common = set.intersection(*(set(rows) for rows in per_node))
+            margins[field] = [{"value": v, "count": sum(rows[v] for rows in per_node)} for v in sorted(common)]
+    totals = [a.total for a in answers.values()]
+    hidden = [a.suppressed for a in answers.values()]
+    withheld = sorted({rule for a in answers.values() for rule in a.withheld_by})
     return {
-        "cells": [cells[key] for key in sorted(cells)],
-        "margins": {f: [{"value": v, "count": n} for v, n in sorted(rows.items())] for f, rows in margins.items()},
-        "total": total,
+        "cells": [{"key": list(key), "count": cells[key]} for key in sorted(cells)],
+        "margins": margins,
+        "total": None if noisy or not answers or None in totals else sum(t or 0 for t in totals),
+        "suppressed": None if noisy or not answers or None in hidden else sum(h or 0 for h in hidden),
+        "complete": bool(answers) and not withheld and not noisy,
+        "withheld_by": withheld,
     }
 
 
-def laplace(scale: float) -> float:
-    return _rng.expovariate(1 / scale) - _rng.expovariate(1 / scale)
-
-
-def add_noise(combined: dict[str, Any], epsilon: float) -> dict[str, Any]:
-    cells = []
-    for cell in combined["cells"]:
-        count = cell["count"]
-        noisy = None if count is None else max(0, round(count + laplace(1 / epsilon)))
-        cells.append({**cell, "count": noisy})
-    return {"cells": cells, "margins": {}, "total": None}
-
-
-def combine_summary(answers: dict[str, dict[str, Any]], k: int) -> dict[str, Any]:
+def combine_summary(answers: dict[str, SummaryResult]) -> dict[str, Any]:
     n, total, squares, suppressed = 0, 0.0, 0.0, 0
     for answer in answers.values():
-        part = _published(answer.get("n"), k)
-        if part is None:
+        if answer.n is None:
             suppressed += 1
             continue
-        n += part
-        total += float(answer.get("sum") or 0.0)
-        squares += float(answer.get("sumsq") or 0.0)
+        n += answer.n
+        total += float(answer.sum or 0.0)
+        squares += float(answer.sumsq or 0.0)
     if n == 0:
         return {"n": None, "mean": None, "sd": None, "suppressed_nodes": suppressed}
     mean = total / n

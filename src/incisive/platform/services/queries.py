@@ -1,7 +1,9 @@
-"""Federated queries: validate, check the privacy budget, queue one job per node, combine what comes back.
+"""Federated queries: validate, check the project's privacy budget, queue one job per node, check and combine
+what comes back.
 
 The waiting itself is in :mod:`incisive.platform.routes.queries` (async, on the event loop); everything here is
-synchronous and runs in one short database transaction per step.
+synchronous and runs in one short database transaction per step. Every query is audited with its whole question
+(``by``, ``where``, ``unit``, ε, project, nodes), each node's outcome, and the rule of every refusal.
 """
 
 from __future__ import annotations
@@ -11,11 +13,23 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from incisive.common.federated import METRICS, UNITS, parse_fields, parse_where
+from incisive.common.federated import METRICS, RULES, UNITS, parse_fields, parse_where
+from incisive.common.protocol import CountResult, ProtocolViolation, SummaryResult, check_count, check_summary
 from incisive.platform.errors import BadRequest, Forbidden
 from incisive.platform.models import Query, User
-from incisive.platform.services import audit, disclosure, jobs, new_id, nodes, utcnow
+from incisive.platform.services import audit, disclosure, jobs, new_id, nodes, users, utcnow
 from incisive.platform.settings import PlatformSettings
+
+INVALID = "invalid result"
+EPS = 1e-9
+
+
+class QueryRefused(Forbidden):
+    """Refused by a platform rule; audited (and the budget marked spent) after the transaction is rolled back."""
+
+    def __init__(self, rule: str, message: str, spec: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.rule, self.spec = rule, spec
 
 
 @dataclass
@@ -27,6 +41,15 @@ class Started:
     waiting: list[str]
     status: dict[str, str] = field(default_factory=dict)
     jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dp: dict[str, Any] | None = None
+
+
+def spec_of(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The whole question, as audited."""
+    if kind == "count":
+        return {"by": params.get("by"), "where": params.get("where"), "unit": params.get("unit", "patients"),
+                "epsilon": params.get("epsilon"), "project": params.get("project"), "nodes": params.get("nodes")}
+    return {"metric": params.get("metric"), "project": params.get("project"), "nodes": params.get("nodes")}
 
 
 def _targets(s: Session, wanted: list[str] | None, offline_s: float) -> tuple[list[str], dict[str, str]]:
@@ -42,74 +65,116 @@ def _targets(s: Session, wanted: list[str] | None, offline_s: float) -> tuple[li
     return [n for n in chosen if n not in status], status
 
 
-def start(s: Session, user: User, kind: str, params: dict[str, Any], settings: PlatformSettings,
-          handed: set[str] | frozenset[str] = frozenset()) -> Started:
+def _payload(kind: str, params: dict[str, Any]) -> dict[str, Any]:
     try:
         if kind == "count":
-            by = parse_fields(params.get("by") or [])
-            where = parse_where(params.get("where"))
-            if params.get("unit", "patients") not in UNITS:
+            unit = params.get("unit", "patients")
+            if unit not in UNITS:
                 raise ValueError(f"unknown unit; allowed: {', '.join(UNITS)}")
-            payload: dict[str, Any] = {"by": by, "where": where, "unit": params.get("unit", "patients")}
-        else:
-            if params.get("metric") not in METRICS:
-                raise ValueError(f"unknown metric; allowed: {', '.join(METRICS)}")
-            payload = {"metric": params["metric"]}
+            return {"by": parse_fields(params.get("by") or []), "where": parse_where(params.get("where")),
+                    "unit": unit}
+        if params.get("metric") not in METRICS:
+            raise ValueError(f"unknown metric; allowed: {', '.join(METRICS)}")
+        return {"metric": params["metric"]}
     except ValueError as exc:
         raise BadRequest(str(exc)) from None
-    epsilon = params.get("epsilon")
+
+
+def _budget_message(project: str, left: float, budget: float) -> str:
+    which = f"project {project!r}" if project else "queries without a project"
+    return (f"refused by rule budget: the privacy budget for {which} is used up ({max(0.0, left):.3g} of "
+            f"{budget:.3g} left); no more answers for it, exact or noisy, until a data-provider manager adds budget")
+
+
+def start(s: Session, user: User, kind: str, params: dict[str, Any], settings: PlatformSettings,
+          handed: set[str] | frozenset[str] = frozenset()) -> Started:
+    payload = _payload(kind, params)
+    epsilon, default = params.get("epsilon"), False
+    if epsilon is not None and kind != "count":
+        raise BadRequest("epsilon is available for counts only")
+    if kind == "count" and epsilon is None and settings.require_dp:
+        epsilon, default = settings.default_epsilon, True
+    if epsilon is not None and not 0 < float(epsilon) <= 10:
+        raise BadRequest("epsilon must be in (0, 10]")
+    project = params.get("project") or ""
+    spec = spec_of(kind, {**params, "epsilon": epsilon})
+    account = users.budget_account(s, user, project)
+    left = account.budget - account.spent
+    if account.exhausted or (epsilon is not None and float(epsilon) > left + EPS):
+        raise QueryRefused("budget", _budget_message(project, left, account.budget), spec)
+    dp = None
     if epsilon is not None:
-        if kind != "count" or not 0 < float(epsilon) <= 10:
-            raise BadRequest("epsilon must be in (0, 10] and is available for counts only")
-        if user.dp_spent + float(epsilon) > user.dp_budget + 1e-9:
-            audit.append(s, user.username, f"query.{kind}", outcome="budget-exhausted", details={"epsilon": epsilon})
-            raise Forbidden(f"privacy budget exhausted ({user.dp_budget - user.dp_spent:.3g} of "
-                            f"{user.dp_budget:.3g} left)")
+        account.spent += float(epsilon)
         user.dp_spent += float(epsilon)
+        account.updated_at = utcnow()
+        if account.budget - account.spent <= EPS:
+            account.exhausted = True  # spent: the next query of this project is refused, whatever it asks
+        dp = {"mechanism": "laplace", "epsilon": float(epsilon), "default": default, "project": project or None,
+              "budget_left": round(max(0.0, account.budget - account.spent), 6)}
     waiting, status = _targets(s, params.get("nodes"), settings.node_offline_s)
     k = settings.min_cell_count
-    payload.update({"k": k, "requester": user.username, "project": params.get("project")})
+    payload.update({"k": k, "requester": user.username, "project": params.get("project"), "epsilon": epsilon})
     query_id = new_id()
-    recorded = {**payload, "epsilon": epsilon, "nodes": params.get("nodes")}
+    recorded = {**payload, "nodes": params.get("nodes")}
     s.add(Query(id=query_id, user_id=user.id, kind=kind, params=recorded, created_at=utcnow()))
     s.flush()
     created = jobs.create(s, query_id, kind, payload, waiting, settings.query_timeout_s, handed)
-    return Started(query_id, kind, recorded, k, waiting, status, created)
+    return Started(query_id, kind, recorded, k, waiting, status, created, dp)
+
+
+def record_refusal(s: Session, user: User, kind: str, refusal: QueryRefused) -> None:
+    """After a refused start was rolled back: audit it, and stop the project when it was the budget."""
+    if refusal.rule == "budget":
+        account = users.budget_account(s, user, refusal.spec.get("project"))
+        account.exhausted, account.updated_at = True, utcnow()
+    audit.append(s, user.username, f"query.{kind}", outcome="refused",
+                 details={"rule": refusal.rule, "query": refusal.spec})
+
+
+def _reason(body: dict[str, Any]) -> dict[str, str]:
+    rule = str(body.get("rule") or "")
+    return {"rule": rule if rule in RULES else "node", "message": str(body.get("error") or "")[:300]}
+
+
+def _check(started: Started, body: Any) -> CountResult | SummaryResult:
+    job = started.params
+    return check_count(body, job) if started.kind == "count" else check_summary(body, job)
 
 
 def finish(s: Session, started: Started, user: User) -> dict[str, Any]:
     answers = jobs.results(s, started.query_id)
     jobs.expire_unanswered(s, started.query_id)
     status = dict(started.status)
-    usable: dict[str, dict[str, Any]] = {}
+    refusals: dict[str, dict[str, str]] = {}
+    usable: dict[str, Any] = {}
     for node_id in started.waiting:
         body = answers.get(node_id)
         if body is None:
             status[node_id] = "missing"
-        elif body.get("status") == "ok" and isinstance(body.get("result"), dict):
-            status[node_id] = "ok"
-            usable[node_id] = body["result"]
+        elif body.get("status") == "ok":
+            try:
+                usable[node_id] = _check(started, body.get("result"))
+                status[node_id] = "ok"
+            except ProtocolViolation as exc:  # a bad node is dropped; the others still answer
+                status[node_id] = INVALID
+                refusals[node_id] = {"rule": "protocol", "message": f"invalid result from the node: {exc}"}
         else:
             status[node_id] = "refused" if body.get("status") == "refused" else "error"
-    k = max([started.k, *(int(a.get("k") or 0) for a in usable.values())])
-    epsilon = started.params.get("epsilon")
-    out: dict[str, Any] = {"query_id": started.query_id, "kind": started.kind, "k": k,
-                           "nodes": dict(sorted(status.items()))}
+            refusals[node_id] = _reason(body)
+    out: dict[str, Any] = {"query_id": started.query_id, "kind": started.kind, "k": started.k,
+                           "nodes": dict(sorted(status.items())), "refusals": dict(sorted(refusals.items()))}
     if started.kind == "count":
-        combined = disclosure.combine_counts(started.params["by"], usable, k)
-        if epsilon is not None:
-            combined = disclosure.add_noise(combined, float(epsilon))
-        out.update({"by": started.params["by"], "unit": started.params["unit"], **combined,
-                    "dp": None if epsilon is None else {"mechanism": "laplace", "epsilon": epsilon,
-                                                        "budget_left": round(user.dp_budget - user.dp_spent, 6)}})
+        out.update({"by": started.params["by"], "where": started.params["where"], "unit": started.params["unit"],
+                    "project": started.params.get("project"),
+                    **disclosure.combine_counts(started.params["by"], usable), "dp": started.dp})
     else:
-        out.update({"metric": started.params["metric"], **disclosure.combine_summary(usable, k)})
+        out.update({"metric": started.params["metric"], **disclosure.combine_summary(usable)})
     query = s.get(Query, started.query_id)
     if query is not None:
         query.finished_at, query.result = utcnow(), out
     audit.append(s, user.username, f"query.{started.kind}", target=started.query_id,
                  outcome="ok" if usable else "no-answers",
-                 details={"by": started.params.get("by"), "metric": started.params.get("metric"),
-                          "epsilon": epsilon, "nodes": status})
+                 details={"query": spec_of(started.kind, started.params), "k": started.k, "nodes": status,
+                          "refusals": refusals, "withheld_by": out.get("withheld_by", []),
+                          "dp_default": bool(started.dp and started.dp["default"])})
     return out
-

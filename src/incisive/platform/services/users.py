@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from incisive.platform.errors import BadRequest, Conflict, NotFound, Unauthorized
-from incisive.platform.models import ApiToken, User
+from incisive.platform.models import ApiToken, PrivacyBudget, User
 from incisive.platform.rbac import Role
 from incisive.platform.services import audit, new_secret, token_hash, utcnow
 
@@ -67,13 +67,50 @@ def list_users(s: Session) -> list[dict[str, Any]]:
     return [user_dict(u) for u in s.scalars(select(User).order_by(User.username))]
 
 
-def set_budget(s: Session, username: str, budget: float, actor: str) -> dict[str, Any]:
+def budget_account(s: Session, user: User, project: str | None) -> PrivacyBudget:
+    """The user's budget for a project (``None``/``""``: no project), created at their allowance on first use."""
+    name = project or ""
+    account = s.scalar(select(PrivacyBudget).where(PrivacyBudget.user_id == user.id, PrivacyBudget.project == name)
+                       .with_for_update())
+    if account is None:
+        account = PrivacyBudget(user_id=user.id, project=name, budget=user.dp_budget, spent=0.0, exhausted=False,
+                                updated_at=utcnow())
+        s.add(account)
+        s.flush()
+    return account
+
+
+def _account_dict(a: PrivacyBudget) -> dict[str, Any]:
+    return {"project": a.project or None, "budget": a.budget, "spent": round(a.spent, 9),
+            "left": round(max(0.0, a.budget - a.spent), 9), "exhausted": a.exhausted}
+
+
+def budgets(s: Session, username: str) -> dict[str, Any]:
+    """The user's allowance per project and every project's budget; ``budget``/``spent``: no project (as before)."""
+    user = get_user(s, username)
+    accounts = s.scalars(select(PrivacyBudget).where(PrivacyBudget.user_id == user.id)
+                         .order_by(PrivacyBudget.project)).all()
+    none = next((a for a in accounts if a.project == ""), None)
+    return {"username": user.username, "allowance": user.dp_budget,
+            "budget": none.budget if none else user.dp_budget, "spent": round(none.spent, 9) if none else 0.0,
+            "projects": [_account_dict(a) for a in accounts]}
+
+
+def set_budget(s: Session, username: str, budget: float, actor: str, project: str | None = None) -> dict[str, Any]:
+    """A data-provider manager sets a researcher's budget for one project (audited); a budget above what was
+    spent lifts the stop on that project."""
     if not 0 <= budget <= 1e6:
         raise BadRequest("budget must be between 0 and 1e6")
     user = get_user(s, username)
-    user.dp_budget = budget
-    audit.append(s, actor, "budget.set", target=username, details={"budget": budget})
-    return user_dict(user)
+    account = budget_account(s, user, project)
+    before, was_exhausted = account.budget, account.exhausted
+    account.budget, account.updated_at = budget, utcnow()
+    if budget - account.spent > 1e-9:
+        account.exhausted = False
+    audit.append(s, actor, "budget.set", target=username,
+                 details={"project": project or None, "budget": budget, "before": before, "spent": account.spent,
+                          "reopened": was_exhausted and not account.exhausted})
+    return {**user_dict(user), **_account_dict(account)}
 
 
 def disable_user(s: Session, username: str, actor: str) -> None:
