@@ -108,10 +108,12 @@ for _ in $(seq 120); do
   [ "$online" = 3 ] && break; sleep 0.5
 done
 incisive platform nodes --home "$out/platform"
-echo "A researcher's question, answered by each node on its own data (cells below k=5 suppressed at the node):"
+echo "A researcher's question, answered by each node on its own data. Only safe cells leave a node; this new"
+echo "platform answers noisy counts only (require_dp), so the platform's default ε is applied and charged:"
 incisive query count --by cancer_type
-incisive query count --by modality,cancer_type --unit studies
-incisive query count --by sex --epsilon 0.5
+incisive query count --by sex --unit studies --epsilon 1 --project demo
+echo "A filter on a handful of patients is refused by the nodes' subset rule, and the researcher is told why:"
+incisive query count --by age_band --where sex=F --where cancer_type=prostate --project demo
 
 step "12. Federated learning through the platform: its SuperLink, a SuperNode started by each hospital's agent"
 python3 - "$out" <<'PY'

@@ -189,3 +189,32 @@ def test_the_audit_records_the_whole_question(tmp_path: Path, urls: Urls) -> Non
         assert done["details"]["query"]["unit"] == "patients" and done["details"]["query"]["by"] == ["cancer_type"]
         assert refused["outcome"] == "refused" and refused["details"]["rule"] == "min_subset"
         assert refused["details"]["query"]["where"] == {"sex": "M", "cancer_type": "unknown"}
+
+
+def test_the_researcher_is_told_what_was_refused_and_why(tmp_path: Path) -> None:
+    """``incisive query count`` (plain and --json) names the rule and the reason; a budget stop is one line, exit 2."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from incisive.cli import app
+    from incisive.common.errors import IncisiveError
+
+    runner = CliRunner()
+    with federation(tmp_path, "", [f"sqlite:///{tmp_path / 'c.db'}"], budget=0.5, require_dp=False) as fed:
+        (node,) = node_ids(fed)
+        base = ["query", "count", "--url", fed.server.url, "--token", fed.tokens["rita"]]
+        r = runner.invoke(app, [*base, "--by", "age_band", "--where", "sex=M", "--where", "cancer_type=unknown"])
+        assert r.exit_code == 0, r.output
+        assert f"{node} refused (min_subset): refused by rule min_subset" in r.output
+        r = runner.invoke(app, [*base, "--by", "modality,cancer_type,sex,age_band"])
+        assert "not listed: 38 patients in no shown cell; withheld by: min_cell_count" in r.output
+        r = runner.invoke(app, [*base, "--by", "age_band", "--where", "sex=M", "--where", "cancer_type=unknown",
+                                "--json"])
+        assert json.loads(r.stdout)["refusals"][node]["rule"] == "min_subset"
+        r = runner.invoke(app, [*base, "--by", "sex", "--epsilon", "0.5", "--project", "p1"])
+        assert r.exit_code == 0 and "Laplace noise at each node, ε=0.5" in r.output
+        r = runner.invoke(app, [*base, "--by", "sex", "--project", "p1"])
+        assert isinstance(r.exception, IncisiveError) and r.exception.exit_code == 2  # (main() exits with it)
+        assert "refused by rule budget" in str(r.exception)
+        assert "\n" not in str(r.exception)

@@ -49,7 +49,8 @@ def count(
     token: TokenOpt = "",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
 ) -> None:
-    """Counts across nodes; cells below a node's k show as '<k' and are never revealed."""
+    """Counts across nodes, through each node's disclosure control: only safe cells are listed; refusals say
+    which rule refused and why."""
     body = {"by": _list(by) or [], "nodes": _list(nodes), "where": _where(where), "unit": unit,
             "epsilon": epsilon, "project": project}
     data = call(url, token, "/api/v1/queries/count", body)
@@ -57,16 +58,34 @@ def count(
         print_json(data)
         return
     k = data["k"]
-    rows = [(*c["key"], f"<{k}" if c["count"] is None else (str(c["count"]) + ("" if c["complete"] else "+")))
-            for c in data["cells"]]
+    rows = [(*c["key"], f"<{k}" if c["count"] is None else str(c["count"])) for c in data["cells"]]
     console.print(table(f"Count of {data['unit']} (k={k})", [*data["by"], "count"], rows))
     if data.get("total") is not None:
         console.print(f"total: {data['total']}")
-    console.print("nodes: " + ", ".join(f"{n} {s}" for n, s in data["nodes"].items()))
-    if any(not c["complete"] for c in data["cells"]):
-        console.print(f"'+': at least one node had fewer than {k} there and did not reveal its part")
+    for line in disclosure_notes(data):
+        console.print(line, highlight=False)
+
+
+def disclosure_notes(data: dict[str, Any]) -> list[str]:
+    """What the researcher is told beside the table: what was withheld or refused, by which rule, and why."""
+    lines = ["nodes: " + ", ".join(f"{n} {s}" for n, s in data["nodes"].items())]
+    for node, why in (data.get("refusals") or {}).items():
+        lines.append(f"{node} {data['nodes'].get(node, 'refused')} ({why['rule']}): {why['message']}")
+    withheld = ", ".join(data.get("withheld_by") or [])
     if data.get("dp"):
-        console.print(f"Laplace noise ε={data['dp']['epsilon']}; budget left {data['dp']['budget_left']}")
+        dp = data["dp"]
+        origin = " (the platform's default: this platform answers noisy counts only)" if dp.get("default") else ""
+        lines.append(f"Laplace noise at each node, ε={dp['epsilon']}{origin}; the declared value domain is listed, "
+                     f"'<{data['k']}' where the noisy count is below k; budget left for "
+                     f"{dp.get('project') or 'queries without a project'}: {dp['budget_left']}")
+    elif not data.get("complete", True):
+        hidden = data.get("suppressed")
+        amount = (f"{hidden} {data.get('unit', 'units')}" if hidden is not None
+                  else f"fewer than {data['k']} {data.get('unit', 'units')} (so not shown)")
+        lines.append(f"not listed: {amount} in no shown cell; withheld by: {withheld or 'none'} "
+                     "(cells below k are not listed at all, nor cells that would differ by fewer than k from "
+                     "an earlier answer)")
+    return lines
 
 
 @app.command()
@@ -86,4 +105,5 @@ def summary(
         print_json(data)
         return
     console.print(table(f"{metric} (k={data['k']})", ["n", "mean", "sd"], [(data["n"], data["mean"], data["sd"])]))
-    console.print("nodes: " + ", ".join(f"{n} {s}" for n, s in data["nodes"].items()))
+    for line in disclosure_notes({**data, "complete": True}):
+        console.print(line, highlight=False)
