@@ -66,14 +66,22 @@ def name_parts(person_name: str) -> set[str]:
     return {p for p in re.split(r"[\^=\s,.]+", person_name.lower()) if len(p) >= 2}
 
 
-@lru_cache(maxsize=16384)
 def clean_text(value: str, names: frozenset[str] = frozenset()) -> str:
     """Keep allow-listed tokens and measurements only, upper-cased, single-spaced; ``names`` never survive."""
+    kept = _clean_tokens(value)
+    if names:
+        kept = tuple(token for token in kept if token.lower() not in names)
+    return " ".join(kept)
+
+
+@lru_cache(maxsize=16384)
+def _clean_tokens(value: str) -> tuple[str, ...]:
+    """The tokens :func:`clean_text` keeps, before names are dropped (cached: names differ per patient)."""
     tokens = _TOKEN.findall(_STRIP.sub(" ", value))
     kept: list[str] = []
     for index, token in enumerate(tokens):
         low = token.lower().strip(".+-")
-        if not low or low in names:
+        if not low:
             continue
         if low in _VOCABULARY or _SHORT.fullmatch(low) or _WITH_UNIT.fullmatch(low):
             kept.append(low.upper())
@@ -91,5 +99,5 @@ def clean_text(value: str, names: frozenset[str] = frozenset()) -> str:
             # split compound tokens like "T2-FLAIR" or "CHEST+ABD" and keep their known parts
             parts = [p for p in re.split(r"[.+-]", low) if p]
             if len(parts) > 1:
-                kept.extend(p.upper() for p in parts if p in _VOCABULARY and p not in names)
-    return " ".join(kept)
+                kept.extend(p.upper() for p in parts if p in _VOCABULARY)
+    return tuple(kept)
