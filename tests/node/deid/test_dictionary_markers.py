@@ -28,8 +28,7 @@ from pydicom.dataset import Dataset
 
 from incisive.node.api.app import create_app
 from incisive.node.api.tokens import create_token
-from incisive.node.deid.iod import requirements
-from incisive.node.deid.iod import REQUIRED
+from incisive.node.deid.iod import REQUIRED, requirements
 from incisive.node.deid.retain import RETAIN, kept_by_kind
 from incisive.node.deid.table import RETAIN_PATIENT_CHARACTERISTICS
 from incisive.node.home import Node

@@ -164,3 +164,11 @@ def test_docs_list_every_retain_entry() -> None:
     doc = (Path(__file__).parents[3] / "docs" / "deidentification.md").read_text()
     missing = [keyword for keyword in RETAIN if f"`{keyword}`" not in doc]
     assert not missing, f"docs/deidentification.md does not list {missing}"
+
+
+def test_person_names_seen_anywhere_are_dropped_from_descriptors(deid: Deidentifier) -> None:
+    ds = base(CT)
+    ds.OperatorsName = "Liver^Heart"  # a person whose name parts are also imaging words
+    ds.StudyDescription = "CT LIVER HEART ABDOMEN"
+    deid.apply(ds)
+    assert ds.StudyDescription == "CT ABDOMEN"

@@ -25,6 +25,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID
+from pydicom.valuerep import PersonName
 
 from incisive import __version__
 from incisive.common.crypto import Pseudonymiser
@@ -102,7 +103,7 @@ def shift_date(value: str, days: int) -> str:
 def _values(value: object) -> list[str]:
     if value is None or value == "":
         return []
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+    if isinstance(value, (str, bytes, PersonName)) or not hasattr(value, "__iter__"):
         return [str(value)]
     return [str(v) for v in value]
 

@@ -61,9 +61,10 @@ _SHORT = re.compile(r"[0-9]{1,2}(?:\.[0-9]{1,2})?|t[0-9]{1,2}|b[0-9]{1,4}")
 _BARE_NUMBER = re.compile(r"[0-9]{1,4}(?:\.[0-9]{1,3})?")
 
 
-def name_parts(person_name: str) -> set[str]:
+@lru_cache(maxsize=4096)
+def name_parts(person_name: str) -> frozenset[str]:
     """Lower-cased parts of a PN value (``Doe^Jane^^Mrs`` → doe, jane, mrs) for the cleaner to drop."""
-    return {p for p in re.split(r"[\^=\s,.]+", person_name.lower()) if len(p) >= 2}
+    return frozenset(p for p in re.split(r"[\^=\s,.]+", person_name.lower()) if len(p) >= 2)
 
 
 def clean_text(value: str, names: frozenset[str] = frozenset()) -> str:
