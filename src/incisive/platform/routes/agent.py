@@ -41,7 +41,10 @@ class Result(BaseModel):
     status: Literal["ok", "refused", "error"]
     result: dict[str, Any] | None = None
     error: str | None = Field(default=None, max_length=500)
-    rule: str | None = Field(default=None, max_length=32)
+    rule: str | None = Field(default=None, max_length=32)  # the rule of a refusal (count jobs)
+
+    def body(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"rule"} if self.rule is None else set())
 
 
 def _signed_path(request: Request) -> str:
@@ -179,7 +182,7 @@ async def exchange(request: Request, wait: float = Query(default=20.0, ge=0, le=
         acked, queries = [], []
         for job_id, res in body.results.items():
             try:
-                query_id = jobs.submit(s, node.node_id, job_id, res.model_dump())
+                query_id = jobs.submit(s, node.node_id, job_id, res.body())
             except NotFound:
                 query_id = None  # not ours or unknown: acknowledged so that the node drops it
             acked.append(job_id)
@@ -199,7 +202,7 @@ async def exchange(request: Request, wait: float = Query(default=20.0, ge=0, le=
 async def result(job_id: str, request: Request) -> dict[str, Any]:
     db, settings, hub = get_db(request), get_settings(request), get_hub(request)
     try:
-        body = Result.model_validate_json(await request.body() or b"{}").model_dump()
+        body = Result.model_validate_json(await request.body() or b"{}").body()
     except ValidationError:
         body = None
 
