@@ -212,6 +212,9 @@ def test_the_researcher_is_told_what_was_refused_and_why(tmp_path: Path) -> None
         r = runner.invoke(app, [*base, "--by", "age_band", "--where", "sex=M", "--where", "cancer_type=unknown",
                                 "--json"])
         assert json.loads(r.stdout)["refusals"][node]["rule"] == "min_subset"
+        r = runner.invoke(app, [*base, "--by", "sex", "--epsilon", "0.5", "--project", "p1", "--where", "sex=M",
+                                "--where", "cancer_type=unknown", "--json"])
+        assert json.loads(r.stdout)["dp"]["refunded"] is True  # every node refused: nothing released, ε back
         r = runner.invoke(app, [*base, "--by", "sex", "--epsilon", "0.5", "--project", "p1"])
         assert r.exit_code == 0 and "Laplace noise at each node, ε=0.5" in r.output
         r = runner.invoke(app, [*base, "--by", "sex", "--project", "p1"])

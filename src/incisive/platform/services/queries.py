@@ -161,6 +161,13 @@ def finish(s: Session, started: Started, user: User) -> dict[str, Any]:
         else:
             status[node_id] = "refused" if body.get("status") == "refused" else "error"
             refusals[node_id] = _reason(body)
+    if started.dp is not None and not usable:  # nothing was answered: nothing was released, ε is given back
+        account = users.budget_account(s, user, started.params.get("project"))
+        account.spent = max(0.0, account.spent - started.dp["epsilon"])
+        user.dp_spent = max(0.0, user.dp_spent - started.dp["epsilon"])
+        account.exhausted, account.updated_at = account.budget - account.spent <= EPS, utcnow()
+        started.dp = {**started.dp, "refunded": True,
+                      "budget_left": round(max(0.0, account.budget - account.spent), 6)}
     out: dict[str, Any] = {"query_id": started.query_id, "kind": started.kind, "k": started.k,
                            "nodes": dict(sorted(status.items())), "refusals": dict(sorted(refusals.items()))}
     if started.kind == "count":
