@@ -8,7 +8,7 @@ ServerApp: FedAvg or FedProx (weighted by sample count), every round bounded by 
 costs at most one timeout), optional SecAgg+ for the fit phase; records rounds, what it received and the final
 model in the job directory. Its Grid pulls replies adaptively (:class:`TimedGrid`) and, on flwr 1.42 only, retries
 reply objects after 20 ms (``flwr.superlink.grid.http_grid.pull_objects`` replaced by
-:func:`incisive.federated.node_runtime.quicker_object_pulls`).
+:func:`incisive.compat.flwr_1_42.install_quick_object_pulls`).
 """
 
 from __future__ import annotations
@@ -288,9 +288,9 @@ server_app = ServerApp()
 def main(grid: Any, context: Context) -> None:
     from flwr.superlink.grid import http_grid
 
-    from incisive.federated.node_runtime import quicker_object_pulls
+    from incisive.compat import flwr_1_42
 
-    quicker_object_pulls(http_grid)
+    flwr_1_42.install_quick_object_pulls(http_grid)
     cfg = dict(context.run_config)
     job = Job(Path(str(cfg["job-dir"])))
     job.set_server_state(phase="starting", round=0, finished=False)

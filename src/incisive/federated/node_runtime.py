@@ -11,13 +11,11 @@ FAB that names any other component is refused, and no code from the FAB is impor
 
 Flower 1.42 also hard-codes polling sleeps on the node (3 s between fleet pulls when idle, 0.5 s while waiting
 for a reply) and a 1 s first back-off for objects not stored yet. While a job is active the sleeps adapt
-(:func:`poll_interval`: short right after a message, backing off to a cap; see :func:`_fast_polling`) and object
-pulls retry after 20 ms (:func:`quicker_object_pulls`). Patches replace module attributes of
-``flwr.supernode.start_client_internal`` (``time``, ``_push_messages``, ``pull_objects``) and, in the ServerApp,
-``flwr.superlink.grid.http_grid.pull_objects``; they apply only on flwr 1.42 (:func:`flwr_patchable`) and only
-where the attribute exists, otherwise Flower keeps its own timing. 3 nodes, tabular-risk, 2 cores: 2.5-3.1 s per
-round before, 1.1 s with these polls and the SuperLink's in-memory state (:class:`incisive.federated.deploy.
-Federation`).
+(:func:`poll_interval`: short right after a message, backing off to a cap) and object pulls retry after 20 ms.
+The patches that do this, and the executor's copy of ``flwr-clientapp``'s task-input step, live in
+:mod:`incisive.compat.flwr_1_42` (applied only on flwr 1.42 and where the attribute exists, otherwise Flower keeps
+its own timing); this module only sets the intervals. 3 nodes, tabular-risk, 2 cores: 2.5-3.1 s per round
+before, 1.1 s with these polls and the SuperLink's in-memory state (:class:`incisive.federated.deploy.Federation`).
 
 ``python -m incisive.federated.node_runtime [flower-supernode args]``  starts both (the executor follows the
 SuperNode's lifetime); ``python -m incisive.federated.node_runtime --executor ADDRESS PARENT_PID`` is the executor.
@@ -35,6 +33,8 @@ from collections.abc import Callable
 from logging import DEBUG, ERROR, INFO, WARNING
 from typing import Any
 
+from incisive.compat import flwr_1_42
+
 CLIENT_APP_REF = "incisive.federated.flower_app:client_app"
 # While a job is active every poll interval adapts (poll_interval): short right after a message, growing by
 # POLL_GROWTH of the time since, capped.
@@ -48,24 +48,12 @@ FLEET_FIRST_POLL_S = 0.05
 FLEET_POLL_S = float(os.environ.get("INCISIVE_FL_FLEET_POLL_S", "0.5"))
 IDLE_POLL_S = 1.0  # executor task polls when no task came for ACTIVE_WINDOW_S
 ACTIVE_WINDOW_S = 120.0
-OBJECT_PULL_BACKOFF_S = (0.02, 0.5)  # first retry, cap: a message's objects land in the store just after it
 PRELOAD = ("numpy", "torch", "sklearn.metrics", "sqlalchemy", "opacus", "pydicom", "monai.transforms",
            "monai.networks.blocks", "incisive.federated.flower_app", "incisive.federated.data",
            "incisive.node.home", "incisive.common.settings")
 
 
 # ---------------------------------------------------------------- SuperNode side
-def flwr_patchable() -> bool:
-    """The timing patches here replace module attributes of Flower 1.42 (checked to exist as well): another
-    Flower version keeps its own timing."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("flwr").split(".")[:2] == ["1", "42"]
-    except PackageNotFoundError:
-        return False
-
-
 def poll_interval(since: float, first: float, cap: float) -> float:
     """Adaptive poll interval: ``first`` right after the last message, growing by :data:`POLL_GROWTH` of the time
     since then, at most ``cap``; the expected wait for the next message stays ~``POLL_GROWTH`` of the time it took
@@ -73,52 +61,16 @@ def poll_interval(since: float, first: float, cap: float) -> float:
     return min(cap, first + POLL_GROWTH * max(0.0, since))
 
 
-def _fast_polling() -> None:
-    """Shorten Flower's hard-coded SuperNode sleeps while a job is active (a message in the last two minutes).
+def _local_poll(since: float) -> float:
+    """SuperNode's local checks (reply ready, objects stored) ``since`` seconds into the reply wait."""
+    return poll_interval(since, LOCAL_POLL_S, ACTIVE_POLL_S)
 
-    ``start_client_internal`` sleeps 3 s after every empty pull from the SuperLink and 0.5 s per check while the
-    ClientApp works (``_push_messages``: reply in the node state, its objects in the store); both are pure latency
-    on every phase of every round. Only that module's ``time`` is replaced (everything else delegates to the real
-    module) and its ``_push_messages`` is wrapped to note when the node last sent a reply:
 
-    * local checks (reply ready, objects stored; in-process, cheap): :func:`poll_interval` from
-      :data:`LOCAL_POLL_S` up to :data:`ACTIVE_POLL_S` since the reply wait began;
-    * pulls from the SuperLink (cost SuperLink CPU per node): :func:`poll_interval` from :data:`FLEET_FIRST_POLL_S`
-      up to :data:`FLEET_POLL_S` since the node's last reply: the next phase's message usually comes within a
-      second of it, so it is picked up in ~0.05-0.15 s instead of up to 0.5 s, while a node waiting for slower
-      nodes backs off to the 0.5 s that keeps a SuperLink with 10 nodes unloaded;
-    * no reply for :data:`ACTIVE_WINDOW_S`: Flower's own 3 s between pulls."""
-    from flwr.supernode import start_client_internal as sci
-
-    if not flwr_patchable() or not hasattr(sci, "time") or not callable(getattr(sci, "_push_messages", None)):
-        return  # another Flower, or one without these module attributes: leave its timing alone
-    real: Any = sci.__dict__["time"]
-    push_messages = sci._push_messages
-    last_reply = [-1e9]  # monotonic time the node last sent a reply (end of _push_messages)
-    wait_started = [0.0]  # start of the current reply wait
-
-    class _Time:
-        def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
-
-        @staticmethod
-        def sleep(seconds: float) -> None:
-            now = real.monotonic()
-            if seconds < 1:  # waiting for the ClientApp's reply (or its objects): local checks
-                seconds = min(seconds, poll_interval(now - wait_started[0], LOCAL_POLL_S, ACTIVE_POLL_S))
-            elif now - last_reply[0] < ACTIVE_WINDOW_S:  # empty pull from the SuperLink during a job
-                seconds = min(seconds, poll_interval(now - last_reply[0], FLEET_FIRST_POLL_S, FLEET_POLL_S))
-            real.sleep(seconds)
-
-    def _push_messages(*args: Any, **kwargs: Any) -> None:
-        wait_started[0] = real.monotonic()
-        try:
-            push_messages(*args, **kwargs)
-        finally:
-            last_reply[0] = real.monotonic()
-
-    setattr(sci, "time", _Time())  # noqa: B010 (a module attribute mypy does not see as exported)
-    setattr(sci, "_push_messages", _push_messages)  # noqa: B010
+def _fleet_poll(since: float) -> float:
+    """SuperNode → SuperLink pulls ``since`` seconds after the node's last reply (during a job): the next phase's
+    message usually comes within a second of it, so it is picked up in ~0.05-0.15 s instead of up to 0.5 s, while
+    a node waiting for slower nodes backs off to the 0.5 s that keeps a SuperLink with 10 nodes unloaded."""
+    return poll_interval(since, FLEET_FIRST_POLL_S, FLEET_POLL_S)
 
 
 def _runtime_address(argv: list[str]) -> str:
@@ -157,8 +109,8 @@ def run_supernode(argv: list[str]) -> None:
     argv = [*argv, "--isolation", "process"]
 
     _keep_executor(_runtime_address(argv))
-    _fast_polling()
-    quicker_object_pulls(start_client_internal)
+    flwr_1_42.install_fast_polls(local=_local_poll, fleet=_fleet_poll, active_window_s=ACTIVE_WINDOW_S)
+    flwr_1_42.install_quick_object_pulls(start_client_internal)
     sys.argv = ["flower-supernode", *argv]
     flower_supernode()
 
@@ -207,54 +159,6 @@ def _heartbeat(client: Any) -> Callable[[], bool]:
     return beat
 
 
-def quicker_object_pulls(*modules: Any) -> None:
-    """Retry objects that are not in the store yet after 20 ms (doubling, at most 0.5 s) instead of Flower's
-    1 s first back-off: a message is announced before its objects land, so every phase used to wait 1-3 s.
-    Applied to the modules that pull with the defaults (the SuperNode's fleet loop, the ServerApp's grid); only
-    on flwr 1.42 and where the module has ``pull_objects``."""
-    import functools
-
-    from flwr.supercore.inflatable import inflatable_utils
-
-    if not flwr_patchable():
-        return
-    fast = functools.partial(inflatable_utils.pull_objects, initial_backoff=OBJECT_PULL_BACKOFF_S[0],
-                             backoff_cap=OBJECT_PULL_BACKOFF_S[1])
-    for module in modules:
-        if hasattr(module, "pull_objects"):
-            setattr(module, "pull_objects", fast)  # noqa: B010
-
-
-def _pull_task_input(client: Any) -> tuple[Any, Any, Any]:
-    """``run_clientapp.pull_task_input`` with quick object retries: (message, context, fab)."""
-    from flwr.app import Message
-    from flwr.common.serde import context_from_proto, fab_from_proto
-    from flwr.proto.node_pb2 import Node
-    from flwr.proto.runtime_pb2 import PullAppMessagesRequest, PullTaskInputRequest
-    from flwr.supercore.inflatable.inflatable_protobuf_utils import (
-        make_confirm_message_received_fn_protobuf,
-        make_pull_object_fn_protobuf,
-    )
-    from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
-    from flwr.supercore.task_identity import TaskIdentity
-
-    res = client.PullTaskInput(PullTaskInputRequest())
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = (res.task_id, res.run.run_id,
-                                                                       res.context.node_id)
-    context = context_from_proto(res.context)
-    msgs = client.PullMessages(PullAppMessagesRequest())
-    if not msgs.messages_list:
-        raise RuntimeError("No messages received from Runtime API")
-    node = Node(node_id=context.node_id)
-    tree = msgs.message_object_trees[0]
-    message = pull_and_inflate_object_from_tree(
-        tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
-        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
-        return_type=Message, initial_backoff=OBJECT_PULL_BACKOFF_S[0], backoff_cap=OBJECT_PULL_BACKOFF_S[1])
-    message.metadata.__dict__["_message_id"] = tree.object_id  # as flwr-clientapp does
-    return message, context, fab_from_proto(res.fab)
-
-
 def run_task(address: str, token: str) -> None:
     """Execute one ClientApp task in this process (what ``flwr-clientapp --token`` does, minus process start-up
     and FAB code loading)."""
@@ -274,7 +178,7 @@ def run_task(address: str, token: str) -> None:
     message = context = reply = None
     status, details = SubStatus.FAILED, "ClientApp task failed"
     try:
-        message, context, fab = _pull_task_input(client)
+        message, context, fab = flwr_1_42.pull_task_input(client)
         _check_fab(fab)
         reply = client_app(message=message, context=context)
         status, details = SubStatus.COMPLETED, ""
