@@ -13,7 +13,7 @@ import pytest
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import CTImageStorage, Verification  # type: ignore[attr-defined]
 
-from incisive.node.net import reactor
+from incisive.compat import pynetdicom_3_0_4
 from tests.node.net.conftest import PYDICOM_FILES
 
 
@@ -28,7 +28,7 @@ class Server:
         ae.add_supported_context(Verification)
         ae.add_supported_context(CTImageStorage)
         handlers: list[Any] = [
-            (evt.EVT_CONN_OPEN, lambda e: self.installed.append(reactor.install(e.assoc))),
+            (evt.EVT_CONN_OPEN, lambda e: self.installed.append(pynetdicom_3_0_4.install_event_reactors(e.assoc))),
             (evt.EVT_C_STORE, self._store),
             (evt.EVT_RELEASED, lambda e: self._end("released")),
             (evt.EVT_ABORTED, lambda e: self._end("aborted")),

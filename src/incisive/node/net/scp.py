@@ -2,10 +2,11 @@
 
 * Calling AEs must be on the node's allow-list (``allowed_aes``); others are rejected and logged (AE title
   and peer address only — no PHI). An empty list rejects everyone.
-* Associations run :mod:`incisive.node.net.reactor`'s event-driven loops (no 1 ms polling per message).
+* Associations run :mod:`incisive.compat.pynetdicom_3_0_4`'s event-driven loops (no 1 ms polling per message).
 * Every accepted socket gets ``TCP_NODELAY`` (see BENCHMARKS.md: without it loopback DIMSE pays ~40 ms per
   message to Nagle + delayed ACK).
-* A PDU longer than the negotiated maximum (plus slack) closes the association before it is read into memory.
+* A PDU longer than the negotiated maximum (plus slack) closes the association before it is read into memory
+  (:func:`incisive.compat.pynetdicom_3_0_4.guard_pdu_length`).
 * C-STORE is answered only after the de-identified object is fsynced and its catalogue row committed.
 """
 
@@ -42,9 +43,10 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from pynetdicom.transport import ThreadedAssociationServer
 
 from incisive.common.logging import get_logger
+from incisive.compat import pynetdicom_3_0_4
 from incisive.node.deid.serialise import file_meta_bytes
 from incisive.node.home import Node
-from incisive.node.net import find, reactor
+from incisive.node.net import find
 from incisive.node.net.receive import Receiver
 
 log = get_logger("net.scp")
@@ -141,21 +143,12 @@ class DicomServer:
 
     # -- handlers ------------------------------------------------------------------------------------------
     def _on_open(self, event: Any) -> None:
-        reactor.install(event.assoc)  # event-driven loops instead of pynetdicom's 1 ms polling
+        pynetdicom_3_0_4.install_event_reactors(event.assoc)  # event-driven loops instead of 1 ms polling
         sock: Any = event.assoc.dul.socket
         raw: socket.socket | None = getattr(sock, "socket", None)
         if raw is not None:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        limit = max(self.max_pdu, 65536) + 1024
-        original = sock.recv
-
-        def guarded_recv(nr_bytes: int) -> Any:
-            if nr_bytes > limit:  # the DUL asks for a whole PDU body at once: refuse before buffering it
-                log.warning("association closed: PDU of %d bytes exceeds the %d byte limit", nr_bytes, limit)
-                raise OSError("PDU exceeds the maximum length")
-            return original(nr_bytes)
-
-        sock.recv = guarded_recv
+        pynetdicom_3_0_4.guard_pdu_length(event.assoc, max(self.max_pdu, 65536) + 1024)
 
     def _on_rejected(self, event: Any) -> None:
         log.warning("association rejected: calling AE '%s' from %s is not in allowed_aes",

@@ -1,22 +1,39 @@
-"""Event-driven reactors for pynetdicom acceptor associations (PS3.8 upper layer), replacing its 1 ms polling.
+"""pynetdicom 3.0.4 internals that incisive's DICOM SCP reaches into (tests: ``tests/compat``).
 
-pynetdicom 3.0 runs two loops per association: the DUL reactor (PS3.8 §9.2 state machine; reads PDUs, sends
-queued primitives) and the association reactor (hands complete DIMSE messages to the service handlers). Both
-*sleep* about 1 ms whenever they find nothing to do, so every C-STORE request waits for one wake-up of each
-loop and its response for another: about 2–3 ms per message on loopback, more than Orthanc needs to store the
-instance. Both loops also take the GIL 1 000 times a second from the thread de-identifying the data set.
+**Event-driven reactors** (:func:`install_event_reactors`) for acceptor associations (PS3.8 upper layer),
+replacing pynetdicom's 1 ms polling. pynetdicom 3.0 runs two loops per association: the DUL reactor (PS3.8 §9.2
+state machine; reads PDUs, sends queued primitives) and the association reactor (hands complete DIMSE messages to
+the service handlers). Both *sleep* about 1 ms whenever they find nothing to do (``DULServiceProvider.
+_run_loop_delay`` and a hard-coded ``time.sleep(0.001)`` in ``Association._run_reactor``), so every C-STORE
+request waits for one wake-up of each loop and its response for another: about 2–3 ms per message on loopback,
+more than Orthanc needs to store the instance. Both loops also take the GIL 1 000 times a second from the thread
+de-identifying the data set. pynetdicom has no public option for either loop (``pynetdicom._config`` has none;
+``_run_loop_delay`` is private and only sets the sleep's length). Measured (commit f14b1ef): a no-op C-STORE of
+1 018 instances 2.9-3.7 s -> 1.1-2.1 s under load.
 
 Here the same loops *block* until there is work:
 
-* the DUL waits in ``select()`` on the association's socket and on an ``eventfd`` that :meth:`send_pdu`
+* the DUL waits in ``select()`` on the association's socket and on an ``eventfd`` that :meth:`EventDUL.send_pdu`
   signals when the association queues a primitive (a C-STORE-RSP, an A-RELEASE-RP …);
 * the association waits on the DIMSE message queue.
 
 Both still wake every :data:`IDLE_WAIT` seconds to notice timers (ARTIM, network timeout), release and abort
 requests and the kill flag, so nothing that the stock loops notice is missed — it is only noticed later, by at
 most :data:`IDLE_WAIT`. The loops follow pynetdicom's own (MIT licence) step for step; only the waits differ.
-:func:`install` swaps them into an association before it starts (``EVT_CONN_OPEN``) and does nothing on a
-pynetdicom version it was not written for, or on TLS sockets (buffered bytes that ``select()`` cannot see).
+:func:`install_event_reactors` swaps them into an association before it starts (``EVT_CONN_OPEN``): it replaces
+``assoc.dul`` by an :class:`EventDUL` that takes over the old DUL's ``socket``, ``event_queue``,
+``to_provider_queue``, ``to_user_queue``, ``_recv_pdu`` and state-machine state, and ``assoc._run_reactor``; the
+loops read ``assoc._dul_ready``, ``_kill``, ``_reactor_checkpoint``, ``_is_paused``, ``_serve_request``,
+``dimse.msg_queue``, ``dul._kill_thread``, ``_idle_timer``, ``_process_recv_primitive``, ``_is_transport_event``.
+It does nothing on a pynetdicom release other than :data:`SUPPORTED`, or on TLS sockets (buffered bytes that
+``select()`` cannot see).
+
+**PDU length guard** (:func:`guard_pdu_length`): pynetdicom reads a PDU's 6-byte header, then asks the socket
+for the whole body at once (``DULServiceProvider._read_pdu_data``: ``self.socket.recv(pdu_length)``), buffering
+whatever length a peer announces (up to 4 GiB) before anything checks it. The guard wraps the association
+socket's ``recv`` and refuses a read above the limit (the connection closes). It is a security limit, not a speed
+patch, so it applies on every pynetdicom release, as it did before it moved here; the test of
+``_read_pdu_data``'s shape says when an upgrade reads PDUs differently and the guard must be re-checked.
 """
 
 from __future__ import annotations
@@ -38,6 +55,7 @@ from pynetdicom.pdu import A_ABORT_RQ
 from incisive.common.logging import get_logger
 
 log = get_logger("net.reactor")
+scp_log = get_logger("net.scp")  # the guard's warning stays in the SCP's log, where it always was
 
 SUPPORTED = ("3.0.4",)  # the loops below mirror this release's dul.py / association.py
 IDLE_WAIT = 0.005  # seconds: latency for timers, release/abort requests and shutdown
@@ -158,9 +176,14 @@ def _association_reactor(self: Any) -> None:
             return
 
 
-def install(assoc: Any) -> bool:
+def applies() -> bool:
+    """Whether the installed pynetdicom is the release the event-driven loops mirror."""
+    return pynetdicom.__version__ in SUPPORTED
+
+
+def install_event_reactors(assoc: Any) -> bool:
     """Give a not yet started acceptor association the event-driven reactors; ``False`` if left as it was."""
-    if pynetdicom.__version__ not in SUPPORTED or assoc.is_alive() or assoc._started_dul:
+    if not applies() or assoc.is_alive() or assoc._started_dul:
         return False
     old = assoc.dul
     if isinstance(getattr(old.socket, "socket", None), ssl.SSLSocket):
@@ -176,3 +199,19 @@ def install(assoc: Any) -> bool:
     assoc.network_timeout = assoc.network_timeout
     assoc._run_reactor = types.MethodType(_association_reactor, assoc)
     return True
+
+
+def guard_pdu_length(assoc: Any, limit: int) -> None:
+    """Make the association's socket refuse to read more than ``limit`` bytes at once (``OSError``: pynetdicom
+    then closes the connection, Evt17), so a peer announcing a huge PDU is dropped before its body is buffered.
+    Call it on ``EVT_CONN_OPEN``, after :func:`install_event_reactors` (which keeps the same socket object)."""
+    sock: Any = assoc.dul.socket
+    original = sock.recv
+
+    def guarded_recv(nr_bytes: int) -> Any:
+        if nr_bytes > limit:  # the DUL asks for a whole PDU body at once: refuse before buffering it
+            scp_log.warning("association closed: PDU of %d bytes exceeds the %d byte limit", nr_bytes, limit)
+            raise OSError("PDU exceeds the maximum length")
+        return original(nr_bytes)
+
+    sock.recv = guarded_recv
