@@ -138,9 +138,15 @@ def _client(address: str, component: str, token: str | None = None) -> Any:
 
 
 def _check_fab(fab: Any) -> None:
+    """Refuse a task whose FAB names any ClientApp but the installed :data:`CLIENT_APP_REF` (nothing from the FAB
+    is imported either way), or whose FAB cannot be read (not a zip, no ``pyproject.toml``, no valid
+    ``[tool.flwr.app.components]``): ``PermissionError``, reported to the server as the task's error."""
     from flwr.common.config import get_fab_config
 
-    ref = get_fab_config(fab.content)["tool"]["flwr"]["app"]["components"]["clientapp"]
+    try:
+        ref = get_fab_config(fab.content)["tool"]["flwr"]["app"]["components"]["clientapp"]
+    except Exception as exc:  # any unreadable FAB is refused; the reason goes back to the server
+        raise PermissionError(f"malformed FAB refused: {type(exc).__name__}: {exc}") from None
     if ref != CLIENT_APP_REF:
         raise PermissionError(f"this node runs only {CLIENT_APP_REF}, not {ref!r}")
 
