@@ -129,9 +129,24 @@ def main() -> None:
             ours, before = both["incisive"], both["baseline"]
             commit = subprocess.run(["git", "-C", str(tree), "rev-parse", "HEAD"], capture_output=True, text=True,
                                     check=True).stdout.strip()
+            # the node import a user runs, as a process: fresh node, start-up included (BENCHMARKS.md)
+            def node_import(prefix: str) -> object:
+                def cmd(out: Path) -> list[str]:
+                    home = out / "node"
+                    return ["bash", "-c", f"{prefix} {sys.executable} -m incisive node init {home} --provider B"
+                            f" >/dev/null && {prefix} {sys.executable} -m incisive node import {src}"
+                            f" --home {home} --json >/dev/null"]
+                return cmd
+
+            imports = alternating({"import": node_import(""), "import-baseline": node_import(f"env {env}")},
+                                  runs, work)
             baseline = {"ref": args.baseline, "commit": commit, "seconds": before,
                         "median_s": statistics.median(before),
-                        "ratio_seconds_ours_over_baseline": statistics.median(ours) / statistics.median(before)}
+                        "ratio_seconds_ours_over_baseline": statistics.median(ours) / statistics.median(before),
+                        "node_import_seconds": imports["import"],
+                        "node_import_baseline_seconds": imports["import-baseline"],
+                        "node_import_ratio_seconds_ours_over_baseline":
+                            statistics.median(imports["import"]) / statistics.median(imports["import-baseline"])}
             subprocess.run(["git", "-C", str(ROOT.parent), "worktree", "remove", "--force", str(tree)], check=False)
         else:
             ours = side("incisive", lambda out: [sys.executable, str(script), str(src), str(out), "1"], runs, work)
