@@ -10,12 +10,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
 
 from incisive.common.errors import ConfigError
+from incisive.common.fsio import atomic_write_bytes
 
 KEY_BYTES = 32
 
@@ -25,13 +25,9 @@ def generate_key() -> bytes:
 
 
 def write_secret(path: Path, key: bytes) -> None:
-    """Write a key file readable by its owner only; refuses to overwrite an existing key."""
+    """Write a key file readable by its owner only, whole or not at all; refuses to overwrite an existing key."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key.hex() + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    atomic_write_bytes(path, (key.hex() + "\n").encode(), mode=0o600, exclusive=True)
 
 
 def read_secret(path: Path) -> bytes:

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from incisive.common.errors import ConfigError
+from incisive.common.fsio import toml_document
 
 CONFIG_NAME = "incisive.toml"
 NODE_HOME_ENV = "INCISIVE_NODE"
@@ -122,21 +123,8 @@ class NodeSettings(TomlSettings):
 
     def to_toml(self) -> str:
         """The persisted part of the settings (home is implied by the file's location)."""
-        lines = ["# incisive node configuration; INCISIVE_<NAME> environment variables override it"]
-        for name, value in self.model_dump(exclude={"home"}).items():
-            lines.append(f"{name} = {_toml_value(value)}")
-        return "\n".join(lines) + "\n"
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+        return toml_document(self.model_dump(exclude={"home"}),
+                             "incisive node configuration; INCISIVE_<NAME> environment variables override it")
 
 
 def resolve_home(home: Path | None) -> Path:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import secrets
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from incisive.common.errors import ConfigError
+from incisive.common.fsio import atomic_write_bytes
 
 NODE_HEADER = "X-Incisive-Node"
 TIMESTAMP_HEADER = "X-Incisive-Timestamp"
@@ -60,11 +60,7 @@ def write_private_key(path: Path, key: Ed25519PrivateKey) -> None:
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-        fh.flush()
-        os.fsync(fh.fileno())
+    atomic_write_bytes(path, pem, mode=0o600, exclusive=True)
 
 
 def read_private_key(path: Path) -> Ed25519PrivateKey:

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ from pydantic_settings import SettingsConfigDict
 
 from incisive.common import signing
 from incisive.common.errors import ConfigError, IncisiveError, InputError
-from incisive.common.settings import TomlSettings, _toml_value
+from incisive.common.fsio import atomic_write_text, toml_document
+from incisive.common.settings import TomlSettings
 from incisive.node.audit_log import NodeAudit
 from incisive.node.home import Node
 
@@ -85,10 +85,9 @@ def enrol(node: Node, url: str, token: str, timeout_s: float = 30.0, verify_tls:
         signing.write_private_key(key_path, key)
     config.parent.mkdir(parents=True, exist_ok=True)
     data = response.json()
-    text = f"platform_url = {_toml_value(url.rstrip('/'))}\nnode_id = {_toml_value(data['node_id'])}\n"
-    tmp = config.with_suffix(".tmp")
-    tmp.write_text("# written by 'incisive node enrol'; INCISIVE_AGENT_<NAME> variables override it\n" + text)
-    os.replace(tmp, config)
+    atomic_write_text(config, toml_document({"platform_url": url.rstrip("/"), "node_id": data["node_id"]},
+                                            "written by 'incisive node enrol'; INCISIVE_AGENT_<NAME> variables "
+                                            "override it"))
     NodeAudit(node.home).append("local", "node.enrol", target=url.rstrip("/"), node=data["node_id"])
     return {"node_id": data["node_id"], "name": data.get("name"), "platform_url": url.rstrip("/")}
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from incisive.common.crypto import Pseudonymiser, generate_key, read_secret, write_secret
 from incisive.common.errors import ConfigError
+from incisive.common.fsio import atomic_write_text
 from incisive.common.logging import configure_node_logging, get_logger
 from incisive.common.settings import CONFIG_NAME, NodeSettings
 from incisive.node.catalogue import Catalogue
@@ -97,7 +98,7 @@ class Node:
         write_secret(node.key_path, generate_key())
         node.store.init()
         node.quarantine.init()
-        (home / CONFIG_NAME).write_text(settings.to_toml())
+        atomic_write_text(home / CONFIG_NAME, settings.to_toml())
         configure_node_logging(node.log_dir)
         log.info("node initialised: node_id=%s", settings.node_id)
         return node

@@ -21,7 +21,6 @@
 
 from __future__ import annotations
 
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from incisive.common.errors import ConfigError, InputError
 from incisive.common.federated import JOB_TYPES
-from incisive.common.settings import _toml_value
+from incisive.common.fsio import atomic_write_text, toml_document
 
 POLICY_FILE = "policy.toml"
 
@@ -85,9 +84,8 @@ class Policy(BaseModel):
         return max(self.min_cell_count, requested or 0)
 
     def to_toml(self) -> str:
-        lines = ["# what this node shares; enforced by the node (incisive node policy set)"]
-        lines += [f"{name} = {_toml_value(value)}" for name, value in self.model_dump().items()]
-        return "\n".join(lines) + "\n"
+        return toml_document(self.model_dump(),
+                             "what this node shares; enforced by the node (incisive node policy set)")
 
 
 def load_policy(home: Path) -> Policy:
@@ -101,10 +99,7 @@ def load_policy(home: Path) -> Policy:
 
 
 def save_policy(home: Path, policy: Policy) -> None:
-    path = home / POLICY_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(policy.to_toml(), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(home / POLICY_FILE, policy.to_toml())
 
 
 def update_policy(home: Path, **changes: Any) -> Policy:

@@ -16,17 +16,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from incisive.common.errors import IntegrityError
+from incisive.common.fsio import fsync_dir
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_digest(digest: str) -> str:
@@ -90,7 +83,7 @@ class ObjectStore:
         finally:
             os.close(fd)
         for directory in changed:
-            _fsync_dir(directory)
+            fsync_dir(directory)
         return digest, True
 
     def _present(self, digest: str) -> bool:
@@ -103,7 +96,7 @@ class ObjectStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     def get(self, digest: str) -> bytes:
@@ -143,7 +136,7 @@ class ObjectStore:
     def remove(self, digest: str) -> None:
         path = self.path(digest)
         path.unlink(missing_ok=True)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
 
     def clean_tmp(self) -> int:
         """Remove partial writes left by a crash; returns how many."""

@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from incisive.common.errors import ConfigError
+from incisive.common.fsio import atomic_write_text
 from incisive.platform.db import PlatformDb
 from incisive.platform.settings import PLATFORM_CONFIG, PlatformSettings
 
@@ -39,5 +40,5 @@ class Platform:
         platform = cls(settings)
         home.mkdir(parents=True, exist_ok=True)
         platform.db.migrate()
-        (home / PLATFORM_CONFIG).write_text(settings.to_toml())
+        atomic_write_text(home / PLATFORM_CONFIG, settings.to_toml())
         return platform

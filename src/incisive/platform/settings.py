@@ -13,7 +13,8 @@ from pydantic_settings import (
 )
 
 from incisive.common.errors import ConfigError
-from incisive.common.settings import TomlSettings, _toml_value
+from incisive.common.fsio import toml_document
+from incisive.common.settings import TomlSettings
 
 PLATFORM_CONFIG = "platform.toml"
 PLATFORM_HOME_ENV = "INCISIVE_PLATFORM"
@@ -63,11 +64,8 @@ class PlatformSettings(TomlSettings):
         return cls.from_file(path, home=home, **overrides)
 
     def to_toml(self) -> str:
-        lines = ["# incisive platform configuration; INCISIVE_PLATFORM_<NAME> environment variables override it"]
-        for name, value in self.model_dump(exclude={"home"}).items():
-            text = repr(value) if isinstance(value, float) else _toml_value(value)
-            lines.append(f"{name} = {text}")
-        return "\n".join(lines) + "\n"
+        return toml_document(self.model_dump(exclude={"home"}), "incisive platform configuration; "
+                             "INCISIVE_PLATFORM_<NAME> environment variables override it")
 
 
 def resolve_platform_home(home: Path | None) -> Path:

@@ -4,13 +4,13 @@ file the data provider holds; only its path is recorded)."""
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from incisive.common.errors import ConfigError, InputError
+from incisive.common.fsio import atomic_write_text
 
 CONFIG_FILE = Path("backup") / "targets.json"
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
@@ -85,9 +85,7 @@ def load(home: Path) -> BackupConfig:
 def save(home: Path, config: BackupConfig) -> None:
     path = home / CONFIG_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(config.as_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(config.as_dict(), indent=2) + "\n")
 
 
 def add_target(home: Path, name: str, location: str, encrypt: bool = False,

@@ -5,11 +5,11 @@ check (``last_verified_backup_age``) and the agent heartbeat (``backup_health``)
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from incisive.common.fsio import atomic_write_text
 from incisive.node.backup import config
 
 STATE_FILE = Path("backup") / "state.json"
@@ -26,9 +26,7 @@ def load_state(home: Path) -> dict[str, Any]:
 def _save(home: Path, state: dict[str, Any]) -> None:
     path = home / STATE_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(state, indent=2) + "\n")
 
 
 def _now() -> datetime:

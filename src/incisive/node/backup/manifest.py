@@ -19,7 +19,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -30,31 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from incisive.common.errors import ConfigError, InputError
+from incisive.common.fsio import atomic_write_bytes
 from incisive.node.store import ObjectStore
 
 FORMAT = "incisive-backup 1"
 MANIFEST_FORMAT = "incisive-snapshot-1"
 MANIFEST = "manifest.json"
 VERIFIED = "verified.json"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write, fsync, rename into place, fsync the directory: the file is whole or absent after a crash."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 def file_digest(path: Path) -> tuple[str, int]:
@@ -143,7 +124,7 @@ class Repository:
         self.pool.init()
         self.snapshots.mkdir(exist_ok=True)
         if not (self.root / "FORMAT").is_file():
-            atomic_write(self.root / "FORMAT", (FORMAT + "\n").encode())
+            atomic_write_bytes(self.root / "FORMAT", (FORMAT + "\n").encode())
 
     @contextmanager
     def lock(self) -> Iterator[None]:
@@ -207,4 +188,4 @@ class Repository:
             return None
 
     def mark_verified(self, snapshot_id: str, record: dict[str, Any]) -> None:
-        atomic_write(self.snapshot_dir(snapshot_id) / VERIFIED, json.dumps(record).encode())
+        atomic_write_bytes(self.snapshot_dir(snapshot_id) / VERIFIED, json.dumps(record).encode())

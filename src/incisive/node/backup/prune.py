@@ -12,8 +12,9 @@ from datetime import datetime
 from typing import Any
 
 from incisive.common.errors import InputError
+from incisive.common.fsio import fsync_dir
 from incisive.common.logging import get_logger
-from incisive.node.backup.manifest import MANIFEST, Repository, fsync_dir
+from incisive.node.backup.manifest import MANIFEST, Repository
 
 log = get_logger("backup")
 

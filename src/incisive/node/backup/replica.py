@@ -21,9 +21,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from incisive.common.fsio import atomic_write_bytes
 from incisive.common.logging import get_logger
 from incisive.node.backup.config import Target
-from incisive.node.backup.manifest import Manifest, Repository, atomic_write, new_snapshot_id
+from incisive.node.backup.manifest import Manifest, Repository, new_snapshot_id
 from incisive.node.backup.stage import stage
 from incisive.node.home import Node
 from incisive.node.store import ObjectStore
@@ -183,7 +184,7 @@ def run_dir(node: Node, target: Target, passphrase: str | None = None, progress:
             key_included=staged.key_included,
             totals={"objects": total_objects, "bytes": total_bytes, "copied": len(todo), "copied_bytes": copy_bytes,
                     "missing_in_store": missing})
-        atomic_write(folder / "manifest.json", manifest.to_json())
+        atomic_write_bytes(folder / "manifest.json", manifest.to_json())
     report = RunReport(target.name, snapshot_id, total_objects, total_bytes, len(todo), copy_bytes,
                        total_objects - len(todo), missing, cleaned, round(time.monotonic() - started, 3),
                        staged.key_included)

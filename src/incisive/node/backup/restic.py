@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from incisive.common.errors import ConfigError, IncisiveError, InputError
+from incisive.common.fsio import atomic_write_bytes
 from incisive.common.logging import get_logger
 from incisive.node.backup.config import Target
-from incisive.node.backup.manifest import MANIFEST, Manifest, atomic_write, new_snapshot_id
+from incisive.node.backup.manifest import MANIFEST, Manifest, new_snapshot_id
 from incisive.node.backup.replica import RunReport, plan
 from incisive.node.backup.restore import RestoreReport, restore_layout
 from incisive.node.backup.stage import stage
@@ -139,7 +140,7 @@ def run_restic(node: Node, target: Target, passphrase: str | None = None,
         manifest = Manifest(id=new_snapshot_id(created), created=created.isoformat(), node_id=node.settings.node_id,
                             provider=node.settings.provider, catalogue=staged.catalogue_entry, objects=entries,
                             files=staged.files, key_included=staged.key_included, totals=totals)
-        atomic_write(folder / MANIFEST, manifest.to_json())
+        atomic_write_bytes(folder / MANIFEST, manifest.to_json())
         paths = [p for p in ("store/objects", "quarantine/objects") if (node.home / p).is_dir()]
         summary: dict[str, Any] = {}
         for msg in restic.stream("backup", "--host", node.settings.node_id, "--tag", TAG,

@@ -17,10 +17,11 @@ from sqlalchemy.engine import make_url
 
 from incisive.common.crypto import write_secret
 from incisive.common.errors import InputError, IntegrityError
+from incisive.common.fsio import atomic_write_bytes, atomic_write_text, fsync_dir
 from incisive.common.logging import get_logger
 from incisive.node.backup import dump
 from incisive.node.backup.keys import decrypt_key
-from incisive.node.backup.manifest import Manifest, file_digest, fsync_dir
+from incisive.node.backup.manifest import Manifest, file_digest
 from incisive.node.backup.stage import KEY_FILE
 from incisive.node.home import Node
 from incisive.node.store import ObjectStore
@@ -82,7 +83,7 @@ def _write_config(manifest: Manifest, folder: Path, to: Path, catalogue_url: str
             lines = [f"catalogue_url = {json.dumps(catalogue_url)}" if line.startswith("catalogue_url =") else line
                      for line in text.splitlines()]
             text = "\n".join(lines) + "\n"
-        dst.write_text(text)
+        atomic_write_text(dst, text)
 
 
 def _catalogue(manifest: Manifest, folder: Path, to: Path, catalogue_url: str) -> str:
@@ -132,7 +133,7 @@ def restore_layout(manifest: Manifest, folder: Path, object_path: ObjectPath, to
         report.key_restored = True
     elif manifest.key_included:
         key_path.parent.mkdir(mode=0o700, exist_ok=True)
-        (key_path.parent / KEY_FILE).write_bytes((folder / KEY_FILE).read_bytes())
+        atomic_write_bytes(key_path.parent / KEY_FILE, (folder / KEY_FILE).read_bytes(), mode=0o600)
         report.warnings.append(f"the pseudonym key is still encrypted at {key_path.parent / KEY_FILE}; "
                                "restore again with the passphrase to unlock it")
     else:
