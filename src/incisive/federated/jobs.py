@@ -11,8 +11,8 @@
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import secrets
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import IO, Any
 import numpy as np
 
 from incisive.common.errors import InputError
+from incisive.common.fsio import atomic_write_bytes, atomic_write_text
 
 
 def now() -> str:
@@ -28,9 +29,7 @@ def now() -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def _append(path: Path, data: dict[str, Any]) -> None:
@@ -91,9 +90,9 @@ class Job:
         return self.path / "model.npz"
 
     def save_model(self, weights: list[np.ndarray]) -> None:
-        tmp = self.path / ".model.tmp.npz"
-        np.savez(tmp, *weights)
-        os.replace(tmp, self.model_path)
+        buffer = io.BytesIO()
+        np.savez(buffer, *weights)
+        atomic_write_bytes(self.model_path, buffer.getvalue())
 
     def load_model(self) -> list[np.ndarray]:
         if not self.model_path.exists():

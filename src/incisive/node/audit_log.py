@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from incisive.common.audit import GENESIS, Verification, make_entry, verify_chain
+from incisive.common.fsio import atomic_write_text
 
 _lock = threading.Lock()
 
@@ -40,9 +41,7 @@ class NodeAudit:
                 fh.write(json.dumps(entry, sort_keys=True) + "\n")
                 fh.flush()
                 os.fsync(fh.fileno())
-            tmp = self.head_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"seq": entry["seq"], "hash": entry["hash"]}))
-            os.replace(tmp, self.head_path)
+            atomic_write_text(self.head_path, json.dumps({"seq": entry["seq"], "hash": entry["hash"]}))
             return entry
 
     def entries(self) -> Iterator[dict[str, Any]]:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from incisive.common.errors import ConfigError
+from incisive.common.fsio import atomic_write_text
 from incisive.common.logging import get_logger
 from incisive.common.settings import resolve_home
 from incisive.node.fsck import fsck
@@ -59,7 +60,7 @@ def recover(node: Node) -> dict[str, Any] | None:
         report = fsck(node, repair=True)
         repaired = report.repaired
         log.warning("previous serve did not stop cleanly; recovery: %s", repaired or "nothing to repair")
-    marker.write_text(f"{os.getpid()}\n")
+    atomic_write_text(marker, f"{os.getpid()}\n")
     return repaired
 
 
@@ -141,7 +142,7 @@ def serve(
     bound = services.start()
     info = {"ae_title": services.dicom.ae_title, "host": services.host, "dicom_port": bound.dicom_port,
             "http_port": bound.http_port, "pid": os.getpid()}
-    (node.home / "run" / "serve.json").write_text(json.dumps(info) + "\n")
+    atomic_write_text(node.home / "run" / "serve.json", json.dumps(info) + "\n")
     print(json.dumps({"event": "listening", **info}), flush=True)
     try:
         stop.wait()
