@@ -49,11 +49,13 @@ import numpy as np
 import torch
 
 from incisive.demo.synth import CohortSpec, generate_cohort
-from incisive.federated import approval, engine, partition
+from incisive.federated import engine, partition
 from incisive.federated.bundle import bundle_digest, load_task, shipped_bundle
 from incisive.federated.deploy import Federation
 from incisive.federated.jobs import Job
 from incisive.federated.service import JobOptions, Workspace, train
+from incisive.node.fl import approval
+from incisive.node.fl.data import NodeData
 from incisive.node.home import Node
 from incisive.node.ingest.clinical import import_clinical
 from incisive.node.ingest.dicom_import import import_dicom
@@ -82,7 +84,7 @@ def _nodes(root: Path, parts: int, scheme: str) -> dict[str, Node]:
 
 def _pooled(nodes: dict[str, Node], split: str, model: str = "tabular-risk") -> tuple[np.ndarray, np.ndarray]:
     manifest, task = _task(model)
-    parts = [task.load_data(n, manifest, split) for n in nodes.values()]
+    parts = [task.load_data(NodeData(n), manifest, split) for n in nodes.values()]
     return np.concatenate([d.x for d in parts]), np.concatenate([d.y for d in parts])
 
 
@@ -308,7 +310,7 @@ def _deployment_imaging(parts: int, spec: CohortSpec, rounds: int, jobs: int, re
     p = manifest["params"]
     epochs, lr, batch = int(p["epochs"]), float(p["lr"]), int(p["batch_size"])
     nodes, cohort = _image_nodes(root / "nodes", parts, spec)
-    node_data = {name: (task.load_data(n, manifest, "train"), task.load_data(n, manifest, "test"))
+    node_data = {name: (task.load_data(NodeData(n), manifest, "train"), task.load_data(NodeData(n), manifest, "test"))
                  for name, n in nodes.items()}
     ws = _workspace(root, IMAGE_MODEL, nodes)
     load_before = _load()

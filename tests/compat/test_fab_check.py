@@ -1,4 +1,4 @@
-"""The node runtime's FAB check (``node_runtime._check_fab``): the executor runs a task only if its Flower App
+"""The node runtime's FAB check (``incisive.node.fl.runtime._check_fab``): the executor runs a task only if its Flower App
 Bundle names incisive's installed ClientApp. FABs are built the way every job's is: a copy of
 ``deploy.APP_DIR`` (``Federation.submit``), built by ``flwr run``'s ``build_fab_from_disk`` into a ``Fab``, and
 carried to the executor as the protobuf the Runtime API sends."""
@@ -19,12 +19,12 @@ from flwr.cli.build import build_fab_from_disk
 from flwr.common.serde import fab_from_proto, fab_to_proto
 from flwr.supercore.fab import Fab
 
-from incisive.federated import node_runtime
 from incisive.federated.deploy import APP_DIR
+from incisive.node.fl import runtime as node_runtime
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:pathspec")
 
-OURS = 'clientapp = "incisive.federated.flower_app:client_app"'
+OURS = 'clientapp = "incisive.node.fl.client_app:client_app"'
 
 
 def _fab(content: bytes) -> Any:
@@ -53,13 +53,13 @@ def test_our_fab_is_accepted(build: Callable[[], Any]) -> None:
 def test_our_clientapp_with_another_serverapp_is_accepted(app: Path, build: Callable[[], Any]) -> None:
     """The node only cares which ClientApp it would run; the ServerApp runs at the platform."""
     toml = app / "pyproject.toml"
-    toml.write_text(toml.read_text().replace('serverapp = "incisive.federated.flower_app:server_app"',
+    toml.write_text(toml.read_text().replace('serverapp = "incisive.federated.server_app:server_app"',
                                              'serverapp = "elsewhere:server_app"'))
     node_runtime._check_fab(build())
 
 
-@pytest.mark.parametrize("ref", ["evil:client_app", "incisive.federated.flower_app:server_app",
-                                 "incisive.federated.flower_app:client_app_v2",
+@pytest.mark.parametrize("ref", ["evil:client_app", "incisive.federated.server_app:server_app",
+                                 "incisive.node.fl.client_app:client_app_v2",
                                  "incisive_fl_app:client_app"])  # the FAB's own module, re-exporting ours
 def test_fab_with_other_clientapp_is_refused(app: Path, build: Callable[[], Any], ref: str) -> None:
     (app / "evil.py").write_text("import os\n\nos.system('echo pwned')\nclient_app = None\n")

@@ -176,7 +176,7 @@ def _runtime(name: str) -> Any:
         except ModuleNotFoundError:
             continue
         for part in parts[i:]:
-            obj = attr(obj, part, "incisive.federated.node_runtime (executor)")
+            obj = attr(obj, part, "incisive.node.fl.runtime (executor)")
         return obj
     raise AssertionError(f"{name}: no such module")
 
@@ -205,7 +205,7 @@ def test_executor_runtime_api() -> None:
 
     for rpc in ("AcquireTask", "PullTaskInput", "PullMessages", "PullObject", "ConfirmMessageReceived",
                 "SendTaskHeartbeat", "PushMessages", "PushTaskOutput"):
-        attr(RuntimeHttpClient, rpc, "incisive.federated.node_runtime (executor)")
+        attr(RuntimeHttpClient, rpc, "incisive.node.fl.runtime (executor)")
     assert "supported_task_types" in AcquireTaskRequest.DESCRIPTOR.fields_by_name
     assert {"task", "token"} <= set(AcquireTaskResponse.DESCRIPTOR.fields_by_name)
     assert str(TaskType.CLIENT_APP) == "flwr-clientapp"

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from incisive.federated import approval, partition
+from incisive.federated import partition
 from incisive.federated.bundle import RegisteredBundle, shipped_bundle
 from incisive.federated.service import Workspace
+from incisive.node.fl import approval
+from incisive.node.fl.data import NodeData
 from incisive.node.home import Node
 from incisive.node.ingest.clinical import import_clinical
 
@@ -71,7 +73,7 @@ def quick_lesion_weights(bundle_path: Path, digest: str, node_home: Path, cohort
     load_cohort(node, cohort)
     manifest = json.loads((bundle_path / "manifest.json").read_text())
     task = load_task(bundle_path, digest)
-    data = task.load_data(node, manifest, "all")
+    data = task.load_data(NodeData(node), manifest, "all")
     node.catalogue.dispose()
     torch.manual_seed(0)
     model = task.build_model(manifest)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from incisive.common.errors import InputError
-from incisive.federated import approval, engine, partition
+from incisive.federated import engine, partition
 from incisive.federated.bundle import bundle_digest, parse_ref, read_manifest, shipped_bundle
 from incisive.federated.service import Workspace
+from incisive.node.fl import approval
 
 
 def test_digest_changes_with_any_file(tmp_path: Path) -> None:

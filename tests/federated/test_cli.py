@@ -6,9 +6,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from incisive.cli import app
-from incisive.federated import approval, engine
+from incisive.federated import engine
 from incisive.federated.bundle import shipped_bundle
 from incisive.federated.service import Workspace
+from incisive.node.fl import approval
 
 runner = CliRunner()
 

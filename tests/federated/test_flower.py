@@ -13,6 +13,7 @@ from incisive.federated import engine
 from incisive.federated.bundle import bundle_digest, load_task, shipped_bundle
 from incisive.federated.deploy import Federation, wait_for
 from incisive.federated.service import JobOptions, Workspace, train
+from incisive.node.fl.data import NodeData
 from tests.federated.conftest import approve_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flower")]
@@ -34,8 +35,8 @@ def test_tabular_non_iid_matches_central(make_nodes, workspace: Workspace, tabul
 
     # centralized reference: the same model on the pooled training rows, as many epochs in total
     manifest, task = _task()
-    trains = [task.load_data(n, manifest, "train") for n in nodes.values()]
-    tests = [task.load_data(n, manifest, "test") for n in nodes.values()]
+    trains = [task.load_data(NodeData(n), manifest, "train") for n in nodes.values()]
+    tests = [task.load_data(NodeData(n), manifest, "test") for n in nodes.values()]
     x_tr, y_tr = np.concatenate([d.x for d in trains]), np.concatenate([d.y for d in trains])
     x_te, y_te = np.concatenate([d.x for d in tests]), np.concatenate([d.y for d in tests])
     central = task.build_model(manifest)
@@ -61,7 +62,7 @@ def test_tabular_non_iid_matches_central(make_nodes, workspace: Workspace, tabul
     assert len([r for r in wire if r["type"] == "train" and r["arrays"] == 2]) == 5 * 3
     blob = "".join(p.read_text() for p in job.path.glob("*.json*"))
     for n in nodes.values():
-        for pseudonym in [k for d in (task.load_data(n, manifest, "all"),) for k in d.keys[:20]]:
+        for pseudonym in [k for d in (task.load_data(NodeData(n), manifest, "all"),) for k in d.keys[:20]]:
             assert pseudonym not in blob
 
 

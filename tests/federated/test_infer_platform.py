@@ -22,12 +22,12 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from incisive.cli import app
-from incisive.federated import approval
 from incisive.federated.bundle import Registry, shipped_bundle
 from incisive.federated.jobs import Job as LocalJob
 from incisive.node.agent import Agent
 from incisive.node.agent_link import AgentSettings, enrol
 from incisive.node.catalogue.models import InferenceResult, Instance, Series
+from incisive.node.fl import approval
 from incisive.node.home import Node
 from incisive.node.policy import update_policy
 from incisive.platform.home import Platform

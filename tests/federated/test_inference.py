@@ -19,14 +19,15 @@ from sqlalchemy import MetaData, select
 from typer.testing import CliRunner
 
 from incisive.cli import app
-from incisive.federated import approval, results
 from incisive.federated.bundle import RegisteredBundle, load_task, shipped_bundle
-from incisive.federated.inference_sr import LESION_PROBABILITY, ModelRef, NotDeidentified, build_sr
 from incisive.federated.jobs import Job
 from incisive.federated.service import Workspace
 from incisive.node.api.app import create_app
 from incisive.node.api.tokens import create_token
 from incisive.node.catalogue.models import InferenceResult, Instance, Series
+from incisive.node.fl import approval, inference
+from incisive.node.fl.data import NodeData
+from incisive.node.fl.inference_sr import LESION_PROBABILITY, ModelRef, NotDeidentified, build_sr
 from incisive.node.fsck import fsck
 from incisive.node.home import Node
 from incisive.node.policy import update_policy
@@ -66,7 +67,7 @@ def _needles(cohort: Path) -> set[bytes]:
 def test_inference_rows_and_sr(node: Node, cohort: Path, trained: Trained) -> None:
     load_cohort(node, cohort)
     approval.approve(node.home, trained.bundle)
-    report = results.infer(node, trained.bundle, trained.job.load_model(), trained.job.id)
+    report = inference.infer(node, trained.bundle, trained.job.load_model(), trained.job.id)
     assert report["items"] > 0 and report["series"] > 0 and report["sr_written"] == report["series"]
     assert report["shareable"] is False and report["summary"] is None  # default policy: nothing for the platform
     with node.catalogue.session() as s:
@@ -128,9 +129,9 @@ def test_sr_served_by_qido_and_wado(sqlite_node: Node, cohort: Path, trained: Tr
     load_cohort(sqlite_node, cohort)
     approval.approve(sqlite_node.home, trained.bundle)
     manifest = json.loads((trained.bundle.path / "manifest.json").read_text())
-    keys = load_task(trained.bundle.path, trained.bundle.digest).load_data(sqlite_node, manifest, "all").keys
+    keys = load_task(trained.bundle.path, trained.bundle.digest).load_data(NodeData(sqlite_node), manifest, "all").keys
     first = sorted(k.split("/")[0] for k in keys)[0]  # a series the bundle scores (labelled patient, CT/MR)
-    report = results.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id, series=[first])
+    report = inference.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id, series=[first])
     assert report["series"] == 1 and report["sr_written"] == 1
     client = TestClient(create_app(sqlite_node))
     auth = {"Authorization": f"Bearer {create_token(sqlite_node, 'viewer', 'tests')}"}
@@ -148,19 +149,19 @@ def test_sr_served_by_qido_and_wado(sqlite_node: Node, cohort: Path, trained: Tr
 def test_refused_without_approval_and_summary_by_policy(sqlite_node: Node, cohort: Path, trained: Trained) -> None:
     load_cohort(sqlite_node, cohort)
     with pytest.raises(PermissionError, match="not approved"):
-        results.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id)
+        inference.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id)
     other = trained.workspace.registry.register(shipped_bundle("tabular-risk"), "tabular-risk", "1")
     approval.approve(sqlite_node.home, other)  # another bundle's approval does not count
     with pytest.raises(PermissionError, match="not approved"):
-        results.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id)
+        inference.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id)
     with sqlite_node.catalogue.session() as s:
         assert s.scalar(select(InferenceResult.id)) is None
     approval.approve(sqlite_node.home, trained.bundle)
-    report = results.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id, write_sr=False)
+    report = inference.infer(sqlite_node, trained.bundle, trained.job.load_model(), trained.job.id, write_sr=False)
     assert report["summary"] is None and report["sr_written"] == 0
-    assert results.shareable_summary(sqlite_node, report["run"]) is None  # policy says no
+    assert inference.shareable_summary(sqlite_node, report["run"]) is None  # policy says no
     update_policy(sqlite_node.home, share_inference_summary=True, min_cell_count=1)
-    shared = results.shareable_summary(sqlite_node, report["run"])
+    shared = inference.shareable_summary(sqlite_node, report["run"])
     assert shared is not None
     assert shared["items"] == report["items"] and shared["positive"] == report["positive"]
     assert sum(shared["histogram"]["counts"]) == report["items"] and len(shared["histogram"]["edges"]) == 11
@@ -170,21 +171,21 @@ def test_refused_without_approval_and_summary_by_policy(sqlite_node: Node, cohor
                        for v in row if v}
     assert identifiers and not any(uid in text for uid in identifiers)  # never per-item rows or UIDs
     update_policy(sqlite_node.home, participate=False)
-    assert results.shareable_summary(sqlite_node, report["run"]) is None
+    assert inference.shareable_summary(sqlite_node, report["run"]) is None
 
 
 def test_summary_suppression() -> None:
-    out = results.summarise([0.05] * 6 + [0.95] * 2, 0.5, k=5, series=3)
+    out = inference.summarise([0.05] * 6 + [0.95] * 2, 0.5, k=5, series=3)
     assert out["histogram"]["counts"][0] == 6 and out["histogram"]["counts"][9] is None
     assert out["items"] is None and out["positive"] is None and out["series"] is None  # 2 positives < k
-    out = results.summarise([0.05] * 6 + [0.95] * 5, 0.5, k=5, series=5)
+    out = inference.summarise([0.05] * 6 + [0.95] * 5, 0.5, k=5, series=5)
     assert out["positive"] == 5 and out["series"] == 5 and out["items"] == 11  # empty bins reveal nobody
     assert out["histogram"]["counts"] == [6, 0, 0, 0, 0, 0, 0, 0, 0, 5]
-    out = results.summarise([0.05] * 6 + [0.45] * 4 + [0.95] * 5, 0.5, k=5)
+    out = inference.summarise([0.05] * 6 + [0.45] * 4 + [0.95] * 5, 0.5, k=5)
     assert out["histogram"]["counts"][4] is None and out["items"] is None  # total would reveal the 4
     assert out["series"] == 0  # a clinical model scores no series: nothing to hide
-    assert results.summarise([0.3] * 3, 0.5, k=5)["positive"] is None  # 3 negatives < k
-    assert results.summarise([0.3] * 5, 0.5, k=5)["positive"] == 0
+    assert inference.summarise([0.3] * 3, 0.5, k=5)["positive"] is None  # 3 negatives < k
+    assert inference.summarise([0.3] * 5, 0.5, k=5)["positive"] == 0
 
 
 def test_no_sr_from_an_identified_source(trained: Trained) -> None:

@@ -12,6 +12,7 @@ import torch
 from incisive.demo.synth import CohortSpec, generate_cohort
 from incisive.federated import engine
 from incisive.federated.bundle import bundle_digest, load_task, shipped_bundle
+from incisive.node.fl.data import NodeData
 from incisive.node.ingest.clinical import import_clinical
 from incisive.node.ingest.dicom_import import import_dicom
 
@@ -24,7 +25,7 @@ def _task(name: str):  # type: ignore[no-untyped-def]
 def test_tabular_learns_and_dp_reports_epsilon(make_nodes) -> None:  # type: ignore[no-untyped-def]
     node = make_nodes(1, "iid")["hospital-a"]
     manifest, task = _task("tabular-risk")
-    train, test = task.load_data(node, manifest, "train"), task.load_data(node, manifest, "test")
+    train, test = task.load_data(NodeData(node), manifest, "train"), task.load_data(NodeData(node), manifest, "test")
     assert len(train) + len(test) == 569 and len(test) > 100
     model = task.build_model(manifest)
     engine.train(model, train.x, train.y, epochs=5, lr=0.05, batch_size=32)
@@ -42,7 +43,7 @@ def test_tabular_learns_and_dp_reports_epsilon(make_nodes) -> None:  # type: ign
 def test_fedprox_term_keeps_weights_close(make_nodes) -> None:  # type: ignore[no-untyped-def]
     node = make_nodes(1, "iid")["hospital-a"]
     manifest, task = _task("tabular-risk")
-    data = task.load_data(node, manifest, "train")
+    data = task.load_data(NodeData(node), manifest, "train")
     start = engine.get_weights(task.build_model(manifest))
     drift = []
     for mu in (0.0, 10.0):
@@ -60,7 +61,7 @@ def test_lesion_cnn_learns_on_synthetic_cohort(sqlite_node, tmp_path: Path) -> N
     import_dicom(sqlite_node, out / "dicom", workers=1)
     import_clinical(sqlite_node, out / "clinical.csv", drop=["patient_name"])
     manifest, task = _task("lesion-cnn")
-    data = task.load_data(sqlite_node, manifest, "all")
+    data = task.load_data(NodeData(sqlite_node), manifest, "all")
     assert len(data) > 40 and 0 < data.y.mean() < 1 and data.x.shape[1:] == (1, 32, 32)
     torch.manual_seed(0)
     model = task.build_model(manifest)

@@ -13,9 +13,9 @@ import pytest
 from typer.testing import CliRunner
 
 from incisive.cli import app
-from incisive.federated import approval
 from incisive.federated.bundle import bundle_digest, shipped_bundle
 from incisive.node.agent_link import enrol
+from incisive.node.fl import approval
 from incisive.node.home import Node
 from incisive.platform.home import Platform
 from incisive.platform.server import ThreadedServer

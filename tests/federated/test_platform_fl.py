@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from incisive.federated import approval
 from incisive.federated.bundle import Registry, bundle_digest, load_task, shipped_bundle
 from incisive.federated.remote import Platform as Remote
 from incisive.node.agent import Agent
 from incisive.node.agent_link import AgentSettings, enrol
+from incisive.node.fl import approval
+from incisive.node.fl.data import NodeData
 from incisive.node.home import Node
 from incisive.platform.home import Platform
 from incisive.platform.models import FlJob, TrainedModel
@@ -154,7 +155,7 @@ def test_train_through_the_platform(federation: Federation, tmp_path: Path) -> N
     task = load_task(path, bundle_digest(path))
     stored = b"".join(p.read_bytes() for p in fed.platform.home.rglob("*") if p.is_file())
     for node in fed.nodes.values():
-        for key in task.load_data(node, manifest, "all").keys[:20]:
+        for key in task.load_data(NodeData(node), manifest, "all").keys[:20]:
             assert key.encode() not in stored
 
     # the platform told the agents to stop their SuperNodes

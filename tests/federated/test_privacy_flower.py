@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from incisive.federated import approval, engine, partition
+from incisive.federated import engine, partition
 from incisive.federated.bundle import RegisteredBundle, shipped_bundle
 from incisive.federated.deploy import Federation
 from incisive.federated.service import JobOptions, Workspace, train
+from incisive.node.fl import approval
+from incisive.node.fl.data import NodeData
 from incisive.node.home import Node
 from incisive.node.ingest.clinical import import_clinical
 from tests.federated.test_flower import _task
@@ -37,7 +39,7 @@ class Setup:
 
     def auc(self, weights: list[np.ndarray]) -> float:
         manifest, task = _task()
-        tests = [task.load_data(n, manifest, "test") for n in self.nodes.values()]
+        tests = [task.load_data(NodeData(n), manifest, "test") for n in self.nodes.values()]
         model = task.build_model(manifest)
         engine.set_weights(model, weights)
         return float(engine.evaluate(model, np.concatenate([d.x for d in tests]),

@@ -11,7 +11,7 @@ from typing import Any
 
 from incisive.federated.deploy import RUNTIME_MODULE
 from incisive.node.agent_link import AGENT_DIR
-from incisive.node.fl_agent import Supernodes
+from incisive.node.fl.supernodes import Supernodes
 from incisive.node.home import Node
 
 SLEEP = "import time; time.sleep(60)"

@@ -3,7 +3,8 @@
 A bundle is a directory::
 
     manifest.json   name, version, job types, inputs it reads, hyper-parameters
-    task.py         load_data(node, manifest) / build_model(manifest) / preprocess hooks
+    task.py         load_data(source, manifest, split) / build_model(manifest): the contract in
+                    :mod:`incisive.federated.task` (the only incisive module it may import)
 
 Its identity is the sha256 over every file (sorted relative path + NUL + bytes), so a node that approved a hash
 runs exactly that code. The registry keeps ``<registry>/<name>/<version>/bundle/`` plus ``record.json``

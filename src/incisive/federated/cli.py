@@ -4,7 +4,7 @@ Two paths: with ``--platform URL`` (or ``$INCISIVE_PLATFORM_URL``) and no ``--no
 platform's registry and SuperLink run the job and the nodes' agents start the SuperNodes
 (:mod:`incisive.federated.remote`); otherwise the local workspace and launcher (offline / development mode).
 
-``incisive node policy approve|revoke`` live in :mod:`incisive.federated.approval_cli` (light imports)."""
+``incisive node policy approve|revoke`` live in :mod:`incisive.node.fl.approval_cli` (light imports)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ import typer
 from rich.live import Live
 
 from incisive.common.errors import InputError
+from incisive.common.exit_codes import ExitCode
 from incisive.common.output import console, print_json, table
 from incisive.common.settings import resolve_home
-from incisive.federated import remote_cli, results
+from incisive.federated import curves, remote_cli
 from incisive.federated.bundle import parse_ref
 from incisive.federated.jobs import Job
 from incisive.federated.remote import Platform, nodes_arg
@@ -117,7 +118,7 @@ def _after_start(api: Platform, job: dict[str, object], wait: bool, json_out: bo
     final = remote_cli.follow(api, str(job["id"]), json_out) if wait else job
     remote_cli.show(final if wait else job, json_out)
     if wait and final["status"] != "completed":
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.PROBLEMS)
 
 
 def _status_table(job: Job) -> None:
@@ -142,7 +143,7 @@ def status(job: str, follow: bool = False, workspace: WsOpt = None, platform: Pl
         data = remote_cli.follow(api, job, json_out) if follow else api.job(job)
         remote_cli.show(data, json_out)
         if follow and data["status"] != "completed":
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.PROBLEMS)
         return
     j = Workspace.default(workspace).jobs.get(job)
     if json_out:
@@ -186,7 +187,7 @@ def plot(job: str, out: Path | None = None, workspace: WsOpt = None, platform: P
         console.print(f"wrote {json_path} and {png_path}")
         return
     j = Workspace.default(workspace).jobs.get(job)
-    json_path, png_path = results.plot(j, out)
+    json_path, png_path = curves.plot(j, out)
     console.print(f"wrote {json_path} and {png_path}")
 
 
@@ -201,6 +202,7 @@ def infer(model: Annotated[str, typer.Option(help="NAME:VERSION@JOB")],
     """Score a node's data with a trained model; results are written at the node, only a summary is printed.
     With --platform and a node id: the platform asks that node's agent, which answers with the summary only if
     its policy allows."""
+    from incisive.node.fl import inference
     from incisive.node.home import Node
 
     name, version, job_id = parse_ref(model)
@@ -215,12 +217,12 @@ def infer(model: Annotated[str, typer.Option(help="NAME:VERSION@JOB")],
         done = remote_cli.wait_inference(api, str(request["id"]), node, timeout, json_out)
         remote_cli.print_inference(done, json_out)
         if done["status"] != "completed":
-            raise typer.Exit(1)
+            raise typer.Exit(ExitCode.PROBLEMS)
         return
     ws = Workspace.default(workspace)
     n = Node.open(resolve_home(Path(node) if node else None))
     try:
-        summary = results.infer(n, ws.registry.get(name, version), ws.jobs.get(job_id).load_model(), job_id, series)
+        summary = inference.infer(n, ws.registry.get(name, version), ws.jobs.get(job_id).load_model(), job_id, series)
     except PermissionError as exc:
         raise InputError(str(exc)) from None
     if json_out:

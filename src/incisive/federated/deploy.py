@@ -79,14 +79,14 @@ class Proc:
             self.popen.wait(5)
 
 
-RUNTIME_MODULE = "incisive.federated.node_runtime"  # what a node's Flower runtime runs (see supernode_argv)
+RUNTIME_MODULE = "incisive.node.fl.runtime"  # what a node's Flower runtime runs (see supernode_argv)
 
 
 def supernode_argv(superlink: str, node_dir: Path) -> list[str]:
     """The command line of one node's Flower runtime, dialling out to ``superlink`` (host:port).
 
     The one place SuperNode arguments are built: :class:`Federation` (launcher, tests) and the node agent use it.
-    It is ``flower-supernode`` in ``--isolation process`` mode, run through :mod:`incisive.federated.node_runtime`,
+    It is ``flower-supernode`` in ``--isolation process`` mode, run through :mod:`incisive.node.fl.runtime`,
     which also starts the node's warm ClientApp executor beside it (one process tree; stop it as a group).
     Without that executor every message would start a ``flwr-clientapp`` process that imports torch again."""
     return [sys.executable, "-m", RUNTIME_MODULE, "--insecure", "--superlink", superlink,

@@ -130,6 +130,16 @@ def histograms(y: np.ndarray, scores: np.ndarray) -> tuple[list[int], list[int]]
     return [int(v) for v in neg], [int(v) for v in pos]
 
 
+def hist_text(values: list[int]) -> str:
+    """A score histogram as a Flower metric value (the ClientApp sends ``neg`` / ``pos`` so)."""
+    return ",".join(str(v) for v in values)
+
+
+def hist_values(text: Any) -> list[int]:
+    """:func:`hist_text` read back (the ServerApp pools them); empty for a missing metric."""
+    return [int(v) for v in str(text).split(",")] if text else []
+
+
 def pooled_auc(neg: list[int], pos: list[int]) -> float:
     """AUC from per-class score histograms (ties within a bin count one half), summed over nodes."""
     n_neg, n_pos = sum(neg), sum(pos)

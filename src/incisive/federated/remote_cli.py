@@ -77,7 +77,7 @@ def show(job: dict[str, Any], json_out: bool) -> None:
 
 def plot(api: Platform, job_id: str, out: Path | None) -> tuple[Path, Path]:
     """Per-round metrics of a platform job as JSON + PNG, written locally in ``OUT/JOB`` (default ./fl-plots)."""
-    from incisive.federated import results
+    from incisive.federated import curves
     from incisive.federated.jobs import Job
 
     job = api.job(job_id)
@@ -85,7 +85,7 @@ def plot(api: Platform, job_id: str, out: Path | None) -> tuple[Path, Path]:
     path.mkdir(parents=True, exist_ok=True)
     (path / "job.json").write_text(json.dumps({**job["spec"], "id": job["id"], "model": job["model"]}))
     (path / "rounds.jsonl").write_text("".join(json.dumps(r) + "\n" for r in job.get("rounds") or []))
-    return results.plot(Job(path), path)
+    return curves.plot(Job(path), path)
 
 
 def wait_inference(api: Platform, request_id: str, node: str, timeout: float, json_out: bool) -> dict[str, Any]:

@@ -4,9 +4,9 @@
   holds it until a job is there or the wait ends);
 * runs each job **at most once** (its id is recorded durably in ``agent/state.db`` before it runs) after checking
   the node's own policy, and delivers the result **at least once** (kept and re-sent until acknowledged);
-* runs a Flower SuperNode in the background for ``fl-supernode`` jobs (see :mod:`incisive.node.fl_agent`);
+* runs a Flower SuperNode in the background for ``fl-supernode`` jobs (see :mod:`incisive.node.fl.supernodes`);
 * runs inference for ``infer`` jobs; results stay at the node, at most a summary goes back
-  (see :mod:`incisive.node.infer_agent`);
+  (see :mod:`incisive.node.fl.infer_jobs`);
 * sends heartbeats (software version, free disk, last verified backup age, readiness summary, data summary);
 * reconnects with exponential backoff and full jitter when the platform is unreachable or restarting; stops
   when the platform says this node is revoked (401/403).
@@ -23,6 +23,7 @@ from typing import Any
 from incisive import __version__
 from incisive.common import signing
 from incisive.common.errors import IncisiveError
+from incisive.common.exit_codes import ExitCode
 from incisive.common.logging import get_logger
 from incisive.node import federated
 from incisive.node.agent_link import AGENT_DIR, AgentSettings, LinkError, SignedClient, agent_key_path
@@ -30,9 +31,9 @@ from incisive.node.agent_state import AgentState
 from incisive.node.audit_log import NodeAudit
 from incisive.node.catalogue import queries
 from incisive.node.disclosure import Guard, Refused
-from incisive.node.fl_agent import Supernodes
+from incisive.node.fl.infer_jobs import INFER_JOB, run_infer
+from incisive.node.fl.supernodes import Supernodes
 from incisive.node.home import Node
-from incisive.node.infer_agent import INFER_JOB, run_infer
 from incisive.node.overlap import OverlapLog
 from incisive.node.policy import Policy, load_policy
 
@@ -40,7 +41,7 @@ log = get_logger("agent")
 
 
 class AgentRevoked(IncisiveError):
-    exit_code = 5
+    exit_code = ExitCode.AGENT_REVOKED
 
 
 def backoff_delay(failures: int, base: float, cap: float, rng: random.Random | None = None) -> float:

@@ -17,6 +17,7 @@ from rich.progress import (
 )
 
 from incisive.common.errors import InputError
+from incisive.common.exit_codes import ExitCode
 from incisive.common.output import console, err_console, human_bytes, print_json, table
 from incisive.common.settings import resolve_home
 from incisive.node.catalogue import queries
@@ -221,7 +222,7 @@ def fsck_(
             console.print(f"repaired: {report.repaired}")
         console.print("[green]clean[/]" if report.clean else "[yellow]problems found[/]")
     if not report.clean and not repair:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.PROBLEMS)
 
 
 @app.command()
@@ -253,7 +254,7 @@ app.command("enrol")(enrol)
 app.command("agent")(agent)
 app.add_typer(policy_app, name="policy")
 
-from incisive.federated.approval_cli import approve, revoke  # noqa: E402
+from incisive.node.fl.approval_cli import approve, revoke  # noqa: E402
 
 policy_app.command("approve")(approve)
 policy_app.command("revoke")(revoke)

@@ -1,7 +1,8 @@
 """lesion-cnn: a small CNN (MONAI blocks) classifying a series' central slices for a lesion.
 
-Pixels are read from the node's object store (de-identified DICOM) and preprocessed with MONAI transforms
-(channel first, intensity scaling per slice, resize). The label is the patient's clinical ``lesion`` label.
+Pixels are read from the node's object store (de-identified DICOM, through the
+:class:`incisive.federated.task.DataSource` the node passes) and preprocessed with MONAI transforms (channel
+first, intensity scaling per slice, resize). The label is the patient's clinical ``lesion`` label.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from monai.networks.blocks import Convolution
 from monai.transforms import Compose, EnsureChannelFirst, Resize, ScaleIntensity
 from torch import nn
 
-from incisive.federated.data import Dataset, patient_labels, read_pixels, series_instances, split_of
-from incisive.node.home import Node
+from incisive.federated.task import Dataset, DataSource, split_of
 
 
 def build_model(manifest: dict[str, Any]) -> nn.Module:
@@ -40,18 +40,18 @@ def central(items: list[Any], fraction: float) -> list[Any]:
     return items[lo:max(lo + 1, n - lo)]
 
 
-def load_data(node: Node, manifest: dict[str, Any], split: str) -> Dataset:
+def load_data(source: DataSource, manifest: dict[str, Any], split: str) -> Dataset:
     p = manifest["params"]
-    labels = patient_labels(node, manifest["inputs"]["label"])
+    labels = source.patient_labels(manifest["inputs"]["label"])
     tf = preprocess(manifest)
     xs, ys, keys = [], [], []
-    for pseudonym, series_uid, instances in series_instances(node, manifest["inputs"]["modalities"]):
+    for pseudonym, series_uid, instances in source.series_instances(manifest["inputs"]["modalities"]):
         if pseudonym not in labels:
             continue
         if split != "all" and split_of(pseudonym, float(p["test_fraction"])) != split:
             continue
         for sop_uid, digest in central(instances, float(p["central_fraction"])):
-            img = read_pixels(node, digest)
+            img = source.read_pixels(digest)
             if img.ndim != 2:
                 continue
             xs.append(np.asarray(tf(img), dtype=np.float32))

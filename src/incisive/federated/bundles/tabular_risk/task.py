@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from incisive.federated.data import Dataset, clinical_rows, split_of
-from incisive.node.home import Node
+from incisive.federated.task import Dataset, DataSource, split_of
 
 
 def build_model(manifest: dict[str, Any]) -> nn.Module:
@@ -27,12 +26,12 @@ def transform(manifest: dict[str, Any], raw: np.ndarray) -> np.ndarray:
     return out
 
 
-def load_data(node: Node, manifest: dict[str, Any], split: str) -> Dataset:
+def load_data(source: DataSource, manifest: dict[str, Any], split: str) -> Dataset:
     features: list[str] = manifest["inputs"]["features"]
     label: str = manifest["inputs"]["label"]
     test_fraction = float(manifest["params"]["test_fraction"])
     rows, ys, keys = [], [], []
-    for pseudonym, fields, labels in clinical_rows(node):
+    for pseudonym, fields, labels in source.clinical_rows():
         if labels.get(label) not in (0, 1) or any(not isinstance(fields.get(f), int | float) for f in features):
             continue
         if split != "all" and split_of(pseudonym, test_fraction) != split:

@@ -1,8 +1,8 @@
-"""Training curves (JSON + PNG) and node-local inference.
+"""Node-local inference.
 
 Inference (:func:`infer`) runs at the node with an approved bundle and a trained model. Per-item results go to
 the node catalogue (table ``inference_result``) and, for image models, one DICOM Comprehensive 3D SR per scored
-series into the node's store (:mod:`incisive.federated.inference_sr`). Nothing is sent anywhere;
+series into the node's store (:mod:`incisive.node.fl.inference_sr`). Nothing is sent anywhere;
 :func:`shareable_summary` is the only thing that may leave the node, and only when its policy allows.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import secrets
 from collections import defaultdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,66 +20,19 @@ from sqlalchemy.orm import Session
 
 from incisive.common.logging import get_logger
 from incisive.federated import engine
-from incisive.federated.approval import approval, verified_local_bundle
 from incisive.federated.bundle import RegisteredBundle, load_task
-from incisive.federated.inference_sr import ModelRef, NotDeidentified, build_sr, read_sources, store_sr
-from incisive.federated.jobs import Job, now
+from incisive.federated.jobs import now
 from incisive.node.catalogue.models import InferenceResult, Instance
 from incisive.node.catalogue.writer import now as db_now
+from incisive.node.fl.approval import approval, verified_local_bundle
+from incisive.node.fl.data import NodeData
+from incisive.node.fl.inference_sr import ModelRef, NotDeidentified, build_sr, read_sources, store_sr
 from incisive.node.home import Node
 from incisive.node.policy import load_policy
 
 log = get_logger("inference")
 THRESHOLD = 0.5  # unless the bundle's manifest sets params.threshold
 HISTOGRAM_BINS = 10
-
-
-def curves(job: Job) -> dict[str, Any]:
-    out: dict[str, Any] = {"job": job.id, "model": job.spec.get("model"), "rounds": []}
-    by_round: dict[int, dict[str, Any]] = {}
-    for r in job.rounds():
-        entry = by_round.setdefault(int(r["round"]), {"round": int(r["round"])})
-        if r["phase"] == "fit":
-            entry["train_loss"] = {n["node"]: n.get("loss") for n in r["nodes"]}
-            entry["participants"] = len(r["nodes"])
-            entry["failures"] = len(r["failures"])
-            eps = {n["node"]: n["dp_epsilon"] for n in r["nodes"] if "dp_epsilon" in n}
-            if eps:
-                entry["dp_epsilon"] = eps
-        else:
-            entry["pooled"] = r.get("pooled")
-            entry["auc"] = {n["node"]: n.get("auc") for n in r["nodes"]}
-    out["rounds"] = [by_round[k] for k in sorted(by_round)]
-    return out
-
-
-def plot(job: Job, out_dir: Path | None = None) -> tuple[Path, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    data = curves(job)
-    out_dir = out_dir or job.path
-    json_path, png_path = out_dir / "metrics.json", out_dir / "metrics.png"
-    json_path.write_text(json.dumps(data, indent=2))
-    rounds = [r for r in data["rounds"] if r.get("pooled")]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
-    xs = [r["round"] for r in rounds]
-    ax1.plot(xs, [r["pooled"]["loss"] for r in rounds], marker="o", label="pooled")
-    ax2.plot(xs, [r["pooled"]["auc"] for r in rounds], marker="o", label="pooled AUC")
-    ax2.plot(xs, [r["pooled"]["accuracy"] for r in rounds], marker="s", label="pooled accuracy")
-    nodes = sorted({n for r in rounds for n in r.get("auc", {})})
-    for n in nodes:
-        ax2.plot(xs, [r["auc"].get(n) for r in rounds], linestyle="--", alpha=0.6, label=f"AUC {n}")
-    ax1.set(title="evaluation loss", xlabel="round")
-    ax2.set(title="metrics", xlabel="round", ylim=(0, 1.02))
-    ax2.legend(fontsize=7)
-    fig.suptitle(f"{data['model']} · job {job.id}")
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=100)
-    plt.close(fig)
-    return json_path, png_path
 
 
 def _split_key(key: str) -> tuple[str | None, str | None, str | None]:
@@ -106,7 +58,7 @@ def infer(node: Node, bundle: RegisteredBundle, weights: list[np.ndarray], job_i
     if "infer" not in manifest.get("job_types", []):
         raise PermissionError(f"bundle {m.ref} does not declare the 'infer' job type")
     task = load_task(path, bundle.digest)
-    data = task.load_data(node, manifest, "all")
+    data = task.load_data(NodeData(node), manifest, "all")
     keep = [i for i, k in enumerate(data.keys) if not series or k.split("/")[0] in series]
     model = task.build_model(manifest)
     engine.set_weights(model, weights)

@@ -14,8 +14,8 @@ import typer
 from incisive.common.errors import InputError
 from incisive.common.output import console
 from incisive.common.settings import resolve_home
-from incisive.federated import approval as approvals_mod
 from incisive.federated.bundle import RegisteredBundle, parse_ref, read_manifest
+from incisive.node.fl import approval as approvals_mod
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", "-H", help="Node directory")]
 WsOpt = Annotated[Path | None, typer.Option("--workspace", "-w", help="Registry + jobs ($INCISIVE_FL_HOME)")]
@@ -47,7 +47,7 @@ def approve(model: Annotated[str, typer.Argument(help="NAME:VERSION")], home: Ho
 def _from_platform(home: Path, name: str, version: str, dest: Path) -> RegisteredBundle:
     from incisive.common import signing
     from incisive.node.agent_link import AgentSettings, SignedClient, agent_key_path
-    from incisive.node.fl_agent import fetch_bundle
+    from incisive.node.fl.supernodes import fetch_bundle
     from incisive.node.home import Node
 
     node = Node.open(home, check_schema=False)

@@ -17,8 +17,8 @@ The patches that do this, and the executor's copy of ``flwr-clientapp``'s task-i
 its own timing); this module only sets the intervals. 3 nodes, tabular-risk, 2 cores: 2.5-3.1 s per round
 before, 1.1 s with these polls and the SuperLink's in-memory state (:class:`incisive.federated.deploy.Federation`).
 
-``python -m incisive.federated.node_runtime [flower-supernode args]``  starts both (the executor follows the
-SuperNode's lifetime); ``python -m incisive.federated.node_runtime --executor ADDRESS PARENT_PID`` is the executor.
+``python -m incisive.node.fl.runtime [flower-supernode args]``  starts both (the executor follows the
+SuperNode's lifetime); ``python -m incisive.node.fl.runtime --executor ADDRESS PARENT_PID`` is the executor.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from typing import Any
 
 from incisive.compat import flwr_1_42
 
-CLIENT_APP_REF = "incisive.federated.flower_app:client_app"
+CLIENT_APP_REF = "incisive.node.fl.client_app:client_app"
 # While a job is active every poll interval adapts (poll_interval): short right after a message, growing by
 # POLL_GROWTH of the time since, capped.
 POLL_GROWTH = 0.1
@@ -49,7 +49,7 @@ FLEET_POLL_S = float(os.environ.get("INCISIVE_FL_FLEET_POLL_S", "0.5"))
 IDLE_POLL_S = 1.0  # executor task polls when no task came for ACTIVE_WINDOW_S
 ACTIVE_WINDOW_S = 120.0
 PRELOAD = ("numpy", "torch", "sklearn.metrics", "sqlalchemy", "opacus", "pydicom", "monai.transforms",
-           "monai.networks.blocks", "incisive.federated.flower_app", "incisive.federated.data",
+           "monai.networks.blocks", "incisive.node.fl.client_app", "incisive.node.fl.data",
            "incisive.node.home", "incisive.common.settings")
 
 
@@ -85,7 +85,7 @@ def _runtime_address(argv: list[str]) -> str:
 
 def _keep_executor(address: str) -> None:
     """Run the executor beside this SuperNode and restart it if it dies (it exits when this process does)."""
-    args = [sys.executable, "-m", "incisive.federated.node_runtime", "--executor", address, str(os.getpid())]
+    args = [sys.executable, "-m", "incisive.node.fl.runtime", "--executor", address, str(os.getpid())]
 
     def loop() -> None:
         failures = 0
@@ -175,7 +175,7 @@ def run_task(address: str, token: str) -> None:
     from flwr.supercore.heartbeat import HeartbeatSender
     from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
 
-    from incisive.federated.flower_app import client_app
+    from incisive.node.fl.client_app import client_app
 
     started = time.monotonic()
     client = _client(address, "flwr-clientapp", token)

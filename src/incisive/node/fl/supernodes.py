@@ -60,7 +60,7 @@ def fetch_bundle(client: SignedClient, name: str, version: str, dest: Path) -> s
 def ensure_bundle(node: Node, client: SignedClient, name: str, version: str, digest: str) -> str | None:
     """Download the bundle from the platform and check it is the approved one (``digest``); restore the node's
     approved copy from it when that copy is missing. None when all is well, else the reason to refuse."""
-    from incisive.federated.approval import local_bundle_path, verified_local_bundle
+    from incisive.node.fl.approval import local_bundle_path, verified_local_bundle
 
     with tempfile.TemporaryDirectory(prefix="incisive-bundle-") as tmp:
         received = fetch_bundle(client, name, version, Path(tmp) / "bundle")
@@ -102,8 +102,8 @@ class Supernodes:
             return {"status": "error", "error": f"could not start the SuperNode ({type(exc).__name__})"}
 
     def _start(self, payload: dict[str, Any]) -> dict[str, Any]:
-        from incisive.federated.approval import is_approved
         from incisive.federated.bundle import NAME_RE, VERSION_RE
+        from incisive.node.fl.approval import is_approved
 
         fl_job, address = str(payload.get("fl_job", "")), str(payload.get("superlink", ""))
         name, version, digest = (str(payload.get(k, "")) for k in ("model", "version", "sha256"))

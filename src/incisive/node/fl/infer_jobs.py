@@ -9,7 +9,7 @@ the series to score (default: all) and the requester. The node decides alone:
 3. the trained weights, downloaded from the platform (signed request; only for an open ``infer`` job of this
    node), must hash to the sha256 the job names;
 
-then :func:`incisive.federated.results.infer` scores the data and writes the results at the node (catalogue rows,
+then :func:`incisive.node.fl.inference.infer` scores the data and writes the results at the node (catalogue rows,
 DICOM SRs). The answer holds **only** the run's shareable summary when the node's policy
 allows sharing it (counts and a histogram, suppressed below k), else that it was withheld: never rows, scores or
 UIDs.
@@ -26,7 +26,7 @@ from typing import Any
 
 from incisive.common.logging import get_logger
 from incisive.node.agent_link import LinkError, SignedClient
-from incisive.node.fl_agent import SHA256, ensure_bundle
+from incisive.node.fl.supernodes import SHA256, ensure_bundle
 from incisive.node.home import Node
 from incisive.node.policy import load_policy
 
@@ -62,10 +62,10 @@ def _valid(agent_job: str, payload: dict[str, Any]) -> bool:
 
 
 def _infer(node: Node, client: SignedClient, agent_job: str, payload: dict[str, Any]) -> dict[str, Any]:
-    from incisive.federated import results
-    from incisive.federated.approval import is_approved, local_bundle_path
     from incisive.federated.bundle import Manifest, RegisteredBundle
     from incisive.federated.jobs import load_weights
+    from incisive.node.fl import inference
+    from incisive.node.fl.approval import is_approved, local_bundle_path
 
     if not _valid(agent_job, payload):
         return {"status": "error", "error": "invalid infer job"}
@@ -85,7 +85,7 @@ def _infer(node: Node, client: SignedClient, agent_job: str, payload: dict[str, 
     path = local_bundle_path(node.home, name, version)
     bundle = RegisteredBundle(Manifest.from_dict(json.loads((path / "manifest.json").read_text())), digest, path, "")
     try:
-        report = results.infer(node, bundle, load_weights(io.BytesIO(weights)), source,
+        report = inference.infer(node, bundle, load_weights(io.BytesIO(weights)), source,
                                list(payload.get("series") or []) or None)
     except PermissionError as exc:
         return {"status": "refused", "error": str(exc)[:300]}
