@@ -11,6 +11,7 @@ import typer
 
 from incisive.common.audit import Verification
 from incisive.common.errors import InputError
+from incisive.common.exit_codes import ExitCode
 from incisive.common.output import console, print_json
 
 app = typer.Typer(help="Verify or export an audit log (platform or node).", no_args_is_help=True)
@@ -65,7 +66,7 @@ def verify(platform: PlatformOpt = None, node: NodeOpt = None,
         for problem in result.problems:
             console.print(f"  {problem}", highlight=False)
     if not result.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.PROBLEMS)
 
 
 @app.command()

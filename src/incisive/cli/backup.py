@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from incisive.common.exit_codes import ExitCode
 from incisive.common.output import console, err_console, human_bytes, print_json, table
 from incisive.common.settings import resolve_home
 from incisive.node.backup import config, ops
@@ -136,7 +137,7 @@ def run(
         if verify:
             _print_verify(result["verify"])
     if problems:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.PROBLEMS)
 
 
 def _passphrase(path: Path | None, confirm: bool) -> str:
@@ -179,7 +180,7 @@ def verify(
     else:
         _print_verify(report.as_dict())
     if not report.ok:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.PROBLEMS)
 
 
 def _print_verify(data: dict[str, object]) -> None:

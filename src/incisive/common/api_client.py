@@ -8,10 +8,11 @@ from typing import Any
 import httpx
 
 from incisive.common.errors import IncisiveError, InputError
+from incisive.common.exit_codes import ExitCode
 
 
 class RemoteError(IncisiveError):
-    exit_code = 2
+    exit_code = ExitCode.INVALID
 
 
 class ApiClient:

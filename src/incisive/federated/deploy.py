@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from incisive.common.errors import IncisiveError
+from incisive.common.exit_codes import ExitCode
+from incisive.common.fsio import toml_document
 from incisive.federated.jobs import Job
 
 APP_DIR = Path(__file__).parent / "app"
@@ -29,7 +31,7 @@ BIN = Path(sys.executable).parent
 
 
 class FlowerError(IncisiveError):
-    exit_code = 5
+    exit_code = ExitCode.FLOWER_FAILED
 
 
 def free_port() -> int:
@@ -168,7 +170,7 @@ class Federation:
         if not app.exists():
             shutil.copytree(APP_DIR, app, ignore=shutil.ignore_patterns("__pycache__"))
         overrides = job.path / "run-config.toml"
-        overrides.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in run_config.items()))
+        overrides.write_text(toml_document(run_config), encoding="utf-8")  # per run; not state
         res = subprocess.run([str(BIN / "flwr"), "run", str(app), "local", "--run-config", str(overrides),
                               "--format", "json"], capture_output=True, env=self.env, timeout=120, check=False)
         text = res.stdout.decode(errors="replace")
@@ -192,14 +194,6 @@ class Federation:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _toml(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))
 
 
 def wait_job(job: Job, timeout: float, on_progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:

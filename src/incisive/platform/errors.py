@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from incisive.common.errors import IncisiveError
+from incisive.common.exit_codes import ExitCode
 
 
 class PlatformError(IncisiveError):
     status_code = 400
-    exit_code = 2
+    exit_code = ExitCode.INVALID
 
 
 class BadRequest(PlatformError):

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from incisive.common.exit_codes import ExitCode
+
 AREAS: tuple[str, ...] = (
     "cpu", "memory", "storage", "gpu", "os", "network", "access", "runtime", "redundancy", "manual",
 )
@@ -54,17 +56,17 @@ class Row:
         return data
 
 
-def exit_code(rows: list[Row]) -> int:
+def exit_code(rows: list[Row]) -> ExitCode:
     """0 = all pass, 1 = warnings only (``unknown`` counts as a warning), 2 = at least one failure.
 
     ``manual`` rows never change the exit code: a machine cannot measure them.
     """
     verdicts = {row.verdict for row in rows}
     if Verdict.FAIL in verdicts:
-        return 2
+        return ExitCode.INVALID
     if verdicts & {Verdict.WARN, Verdict.UNKNOWN}:
-        return 1
-    return 0
+        return ExitCode.PROBLEMS
+    return ExitCode.OK
 
 
 @dataclass
@@ -79,7 +81,7 @@ class Report:
 
     @property
     def exit_code(self) -> int:
-        return exit_code(self.rows)
+        return int(exit_code(self.rows))  # a plain number in reports and on the wire
 
     def counts(self) -> dict[str, int]:
         return {v.value: sum(1 for r in self.rows if r.verdict is v) for v in Verdict}
