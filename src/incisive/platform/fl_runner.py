@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from incisive.common.fsio import atomic_write_text
 from incisive.common.logging import get_logger
 from incisive.federated.deploy import BIN, Federation
 from incisive.federated.jobs import Job, JobStore
@@ -142,7 +143,7 @@ class FlRunner:
         path = store.root / job_id
         path.mkdir(parents=True, exist_ok=True)
         job = Job(path)
-        (path / "job.json").write_text("{}")
+        atomic_write_text(path / "job.json", "{}")
         job.update(id=job_id, **spec)
         return job
 

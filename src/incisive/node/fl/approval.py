@@ -8,13 +8,13 @@ that names another hash (or a bundle changed after approval) is refused before a
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from incisive.common.errors import InputError
+from incisive.common.fsio import atomic_write_text
 from incisive.federated.bundle import RegisteredBundle, bundle_digest
 
 APPROVALS = "approved_bundles.json"
@@ -66,9 +66,7 @@ def revoke(home: Path, name: str, version: str) -> bool:
 
 def _save(home: Path, entries: list[dict[str, Any]]) -> None:
     path = home / APPROVALS
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(entries, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(entries, indent=2))
 
 
 def approval(home: Path, name: str, version: str) -> dict[str, Any] | None:

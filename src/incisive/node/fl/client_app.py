@@ -32,6 +32,7 @@ from flwr.common import (
     parameters_to_ndarrays,
 )
 
+from incisive.common.fsio import atomic_write_text
 from incisive.federated import engine
 from incisive.federated.bundle import load_task, read_manifest
 from incisive.node.fl.approval import verified_local_bundle
@@ -126,7 +127,7 @@ class NodeClient(Client):
             metrics["dp_epsilon"] = engine.spent_epsilon(
                 [(noise, float(result["dp_sample_rate"]), state["steps"])], dp.delta)
             state_file.parent.mkdir(parents=True, exist_ok=True)
-            state_file.write_text(json.dumps(state))
+            atomic_write_text(state_file, json.dumps(state))  # the privacy spent so far: never torn or lost
         weights = engine.get_weights(model.to("cpu"))
         return FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), len(data), metrics)
 

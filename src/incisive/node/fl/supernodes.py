@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from incisive.common.fsio import atomic_write_text
 from incisive.common.logging import get_logger
 from incisive.node.agent_link import AGENT_DIR, LinkError, SignedClient
 from incisive.node.home import Node
@@ -166,10 +167,8 @@ class Supernodes:
 
     def _save(self) -> None:
         data = {j: {"pid": r.popen.pid, "deadline": r.deadline} for j, r in self.running.items()}
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.state_file)
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.state_file, json.dumps(data))
 
     def _reap_orphans(self) -> None:
         """SuperNodes a previous agent process started and lost (it crashed): stop them (only a process that
