@@ -27,7 +27,9 @@ from typing import IO, Any
 
 from incisive.demo.synth import CohortSpec, generate_cohort
 from incisive.node.home import Node
-from incisive.node.net.orthanc import Orthanc
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for test scaffolding
+from tests.peers.orthanc import Orthanc
 
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 

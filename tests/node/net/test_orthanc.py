@@ -12,9 +12,9 @@ from pydicom.dataset import Dataset
 from pynetdicom import AE
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind  # type: ignore[attr-defined]
 
-from incisive.node.net.orthanc import Orthanc
 from tests.node.api.conftest import Api
 from tests.node.net.conftest import need_tool
+from tests.peers.orthanc import Orthanc
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """A private Orthanc for interoperability tests and benchmarks: generated config, free ports, killed by PID.
 
 Settings follow BENCHMARKS.md: own storage and index folders, ``RemoteAccessAllowed: false``, no
-authentication, no storage compression, ``TCP_NODELAY=1`` in its environment. Nothing here is used by a
-running node.
+authentication, no storage compression, ``TCP_NODELAY=1`` in its environment. Test and benchmark scaffolding
+(tests/node/net/test_orthanc.py, benchmarks/ingest.py): nothing here is used by a running node.
 """
 
 from __future__ import annotations

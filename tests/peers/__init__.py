@@ -1,0 +1,1 @@
+"""Peers that tests and benchmarks run beside our node (test scaffolding, never shipped in src/)."""
