@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from incisive.common.audit_log import NodeAudit
 from incisive.node import federated
 from incisive.node.agent import Agent, AgentRevoked, backoff_delay, run_job
 from incisive.node.agent_link import AgentSettings, LinkError, enrol
-from incisive.node.audit_log import NodeAudit
 from incisive.node.home import Node
 from incisive.node.ingest.clinical import import_clinical
 from incisive.node.ingest.dicom_import import import_dicom

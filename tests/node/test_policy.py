@@ -7,8 +7,8 @@ import json
 from typer.testing import CliRunner
 
 from incisive.cli import app
+from incisive.common.audit_log import NodeAudit
 from incisive.common.errors import ConfigError, InputError
-from incisive.node.audit_log import NodeAudit
 from incisive.node.home import Node
 from incisive.node.policy import POLICY_FILE, Policy, load_policy
 

@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 from incisive.cli import app
 from incisive.common.audit import make_entry, verify_chain
+from incisive.common.audit_log import NodeAudit
 from incisive.common.errors import InputError
-from incisive.node.audit_log import NodeAudit
 from incisive.platform.home import Platform
 from incisive.platform.models import AuditEntry
 from incisive.platform.services import audit

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from incisive.common.audit_log import NodeAudit
 from incisive.node.agent import Agent, run_job
-from incisive.node.audit_log import NodeAudit
 from incisive.node.home import Node
 from tests.conftest import temp_pg_database
 from tests.node.test_agent import wait_for

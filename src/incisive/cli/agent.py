@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
+from incisive.common.audit_log import NodeAudit
 from incisive.common.output import console, print_json, table
 from incisive.common.settings import resolve_home
-from incisive.node.audit_log import NodeAudit
 from incisive.node.home import Node
 from incisive.node.policy import load_policy, update_policy
 

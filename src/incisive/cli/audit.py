@@ -23,7 +23,7 @@ def _verify(platform: Path | None, node: Path | None) -> Verification:
     if (platform is None) == (node is None):
         raise InputError("give exactly one of --platform DIR or --node DIR")
     if node is not None:
-        from incisive.node.audit_log import NodeAudit
+        from incisive.common.audit_log import NodeAudit
         from incisive.node.home import Node
 
         return NodeAudit(Node.open(node, check_schema=False).home).verify()
@@ -39,7 +39,7 @@ def _entries(platform: Path | None, node: Path | None) -> Iterator[dict[str, Any
     if (platform is None) == (node is None):
         raise InputError("give exactly one of --platform DIR or --node DIR")
     if node is not None:
-        from incisive.node.audit_log import NodeAudit
+        from incisive.common.audit_log import NodeAudit
         from incisive.node.home import Node
 
         yield from NodeAudit(Node.open(node, check_schema=False).home).entries()

@@ -22,13 +22,13 @@ from typing import Any
 
 from incisive import __version__
 from incisive.common import signing
+from incisive.common.audit_log import NodeAudit
 from incisive.common.errors import IncisiveError
 from incisive.common.exit_codes import ExitCode
 from incisive.common.logging import get_logger
 from incisive.node import federated
 from incisive.node.agent_link import AGENT_DIR, AgentSettings, LinkError, SignedClient, agent_key_path
 from incisive.node.agent_state import AgentState
-from incisive.node.audit_log import NodeAudit
 from incisive.node.catalogue import queries
 from incisive.node.disclosure import Guard, Refused
 from incisive.node.fl.infer_jobs import INFER_JOB, run_infer

@@ -19,10 +19,10 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from incisive.common import signing
+from incisive.common.audit_log import NodeAudit
 from incisive.common.errors import ConfigError, IncisiveError, InputError
 from incisive.common.fsio import atomic_write_text, toml_document
 from incisive.common.settings import TomlSettings
-from incisive.node.audit_log import NodeAudit
 from incisive.node.home import Node
 
 AGENT_DIR = "agent"

@@ -1,4 +1,5 @@
-"""Platform database: the node catalogue's engine set-up, Alembic runner and sessions, on the platform schema.
+"""Platform database: the common engine set-up, Alembic runner and sessions (:mod:`incisive.common.db`), on the
+platform schema.
 
 SQLite runs in WAL mode with ``synchronous=NORMAL`` (set by :func:`make_engine`, shared with the node): a commit
 survives a crash of the process, and a power cut can lose only the last commits (nonces, heartbeats, the latest
@@ -7,12 +8,12 @@ job states), never corrupt the file. The many small commits of the agent link wo
 
 from __future__ import annotations
 
-from incisive.node.catalogue.db import Catalogue
+from incisive.common.db import Database
 
 MIGRATIONS = "incisive.platform:migrations"
 
 
-class PlatformDb(Catalogue):
+class PlatformDb(Database):
     migrations = MIGRATIONS
     what = "platform database"
     migrate_command = "incisive platform migrate"

@@ -7,9 +7,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 
+from incisive.common.db import safe_url
 from incisive.common.errors import CatalogueUnavailable, ConfigError
 from incisive.node.catalogue import Base, Catalogue
-from incisive.node.catalogue.db import safe_url
 from incisive.node.home import Node
 
 

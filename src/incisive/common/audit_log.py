@@ -1,6 +1,7 @@
 """The node's audit log: hash-chained JSON lines in ``<node>/audit/audit.jsonl`` with the head in ``head.json``.
 
-Who (requester or local operator), what (job type, policy change, enrolment), when, outcome; never PHI.
+Who (requester or local operator), what (job type, policy change, enrolment), when, outcome; never PHI. Written
+by the node; read and verified by ``incisive audit`` on either side (the chain itself is :mod:`incisive.common.audit`).
 """
 
 from __future__ import annotations
