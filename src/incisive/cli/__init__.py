@@ -1,4 +1,10 @@
-"""The ``incisive`` command: one sub-command group per role (node, backup, platform, fl, …).
+"""The ``incisive`` command: one sub-command group per role (node, backup, platform, fl, …), one module per group.
+
+Layout: :mod:`.node` (with :mod:`.check`, :mod:`.token`, :mod:`.serve`, :mod:`.status`, :mod:`.agent`,
+:mod:`.policy`), :mod:`.backup`, :mod:`.platform`, :mod:`.query`, :mod:`.audit`, :mod:`.fl`, :mod:`.model`,
+:mod:`.infer` (platform-mode output in :mod:`.fl_output`, local vs platform mode in :mod:`.mode`) and
+:mod:`.demo`. Options shared by several groups (``--home``, ``--json``, ``--platform``, ``--token``, ``--local``,
+``--workspace``) are defined once in :mod:`.options`. Only these modules import typer; the logic they call does not.
 
 Groups are imported lazily: ``incisive node stats`` loads the node code only, not PyTorch, Flower or the
 platform service, so start-up stays short. ``incisive --help`` lists every group from the table below
@@ -19,15 +25,15 @@ from incisive.common.output import err_console
 
 # name: (module, attribute, is a group, one-line help shown by `incisive --help`)
 COMMANDS: dict[str, tuple[str, str, bool, str]] = {
-    "node": ("incisive.node.cli", "app", True, "Run and manage a federated node."),
-    "backup": ("incisive.node.backup.cli", "app", True, "Replicas, verification, restore, RAID health."),
-    "platform": ("incisive.platform.cli", "app", True, "Run and administer the central platform."),
-    "query": ("incisive.platform.client_cli", "app", True, "Federated aggregate queries (researchers)."),
-    "audit": ("incisive.platform.audit_cli", "app", True, "Verify and export hash-chained audit logs."),
-    "fl": ("incisive.federated.cli", "fl_app", True, "Federated training and evaluation on Flower."),
-    "model": ("incisive.federated.cli", "model_app", True, "Model bundles and the model registry."),
-    "infer": ("incisive.federated.cli", "infer", False, "Run an approved model at a node."),
-    "demo-data": ("incisive.demo.cli", "demo_data", False, "Generate a synthetic cohort with fake PHI."),
+    "node": ("incisive.cli.node", "app", True, "Run and manage a federated node."),
+    "backup": ("incisive.cli.backup", "app", True, "Replicas, verification, restore, RAID health."),
+    "platform": ("incisive.cli.platform", "app", True, "Run and administer the central platform."),
+    "query": ("incisive.cli.query", "app", True, "Federated aggregate queries (researchers)."),
+    "audit": ("incisive.cli.audit", "app", True, "Verify and export hash-chained audit logs."),
+    "fl": ("incisive.cli.fl", "app", True, "Federated training and evaluation on Flower."),
+    "model": ("incisive.cli.model", "app", True, "Model bundles and the model registry."),
+    "infer": ("incisive.cli.infer", "infer", False, "Run an approved model at a node."),
+    "demo-data": ("incisive.cli.demo", "demo_data", False, "Generate a synthetic cohort with fake PHI."),
 }
 
 

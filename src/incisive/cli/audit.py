@@ -9,14 +9,13 @@ from typing import Annotated, Any
 
 import typer
 
+from incisive.cli.options import AuditNodeOpt, AuditPlatformOpt, JsonOpt
 from incisive.common.audit import Verification
 from incisive.common.errors import InputError
 from incisive.common.exit_codes import ExitCode
 from incisive.common.output import console, print_json
 
 app = typer.Typer(help="Verify or export an audit log (platform or node).", no_args_is_help=True)
-PlatformOpt = Annotated[Path | None, typer.Option("--platform", help="Platform directory")]
-NodeOpt = Annotated[Path | None, typer.Option("--node", help="Node directory")]
 
 
 def _verify(platform: Path | None, node: Path | None) -> Verification:
@@ -53,8 +52,7 @@ def _entries(platform: Path | None, node: Path | None) -> Iterator[dict[str, Any
 
 
 @app.command()
-def verify(platform: PlatformOpt = None, node: NodeOpt = None,
-           json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+def verify(platform: AuditPlatformOpt = None, node: AuditNodeOpt = None, json_out: JsonOpt = False) -> None:
     """Check every entry's hash, sequence and link; exit 1 when an entry was edited, removed or reordered."""
     result = _verify(platform, node)
     if json_out:
@@ -70,7 +68,7 @@ def verify(platform: PlatformOpt = None, node: NodeOpt = None,
 
 
 @app.command()
-def export(platform: PlatformOpt = None, node: NodeOpt = None,
+def export(platform: AuditPlatformOpt = None, node: AuditNodeOpt = None,
            out: Annotated[Path | None, typer.Option(help="Write JSON lines here instead of stdout")] = None) -> None:
     """Export the log as JSON lines (one entry per line, with its hash)."""
     lines = (json.dumps(e, sort_keys=True) + "\n" for e in _entries(platform, node))

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from incisive.cli.options import HomeOpt, JsonOpt
 from incisive.common.exit_codes import ExitCode
 from incisive.common.output import console, err_console, human_bytes, print_json, table
 from incisive.common.settings import resolve_home
@@ -27,8 +28,6 @@ app = typer.Typer(help="Verified backups: replicas, encrypted off-site copies, r
 target_app = typer.Typer(help="Backup targets (mounted drives, restic repositories).", no_args_is_help=True)
 app.add_typer(target_app, name="target")
 
-HomeOpt = Annotated[Path | None, typer.Option("--home", "-H", help="Node directory (default: $INCISIVE_NODE or .)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
 TargetArg = Annotated[str | None, typer.Argument(help="Target name (default: the only one)")]
 PassFile = Annotated[Path | None, typer.Option(
     help="File whose first line is the key passphrase (else $INCISIVE_BACKUP_PASSPHRASE or a prompt)")]

@@ -1,4 +1,6 @@
-"""``incisive node check``: is this machine ready to be a node? Exit 0 all pass, 1 warnings, 2 failures."""
+"""``incisive node check``: is this machine ready to be a node? Exit 0 all pass, 1 warnings, 2 failures.
+
+The JSON report (``--json``) follows the schema in docs/readiness.md."""
 
 from __future__ import annotations
 
@@ -8,13 +10,13 @@ from typing import Annotated
 
 import typer
 
+from incisive.cli.options import PLATFORM_URL_ENV, JsonOpt
 from incisive.common.output import console, err_console, print_json
 from incisive.node.check.profiles import DEFAULT_PROFILE, PROFILES, CheckContext, get_profile, last_verified_backup_age
 from incisive.node.check.render import print_report, report_format, write_document
 from incisive.node.check.runner import run_check
 from incisive.node.check.system import LiveSystem
 
-PLATFORM_URL_ENV = "INCISIVE_PLATFORM_URL"
 NODE_HOME_ENV = "INCISIVE_NODE"
 DEFAULT_STORE = "/var/lib/incisive"
 
@@ -27,7 +29,7 @@ def default_store() -> str:
 def check(
     profile: Annotated[str, typer.Option(
         "--profile", "-p", help=f"Requirements to check against: {', '.join(PROFILES)}")] = DEFAULT_PROFILE,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON (see docs/readiness.md)")] = False,
+    json_out: JsonOpt = False,
     only: Annotated[str | None, typer.Option(
         "--only", help="Comma-separated areas: cpu,memory,storage,gpu,os,network,access,runtime,redundancy,manual",
     )] = None,

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from incisive.cli.options import JsonOpt
 from incisive.common.output import console, print_json
 
 
@@ -15,7 +16,7 @@ def demo_data(
     patients: Annotated[int, typer.Option(min=1, max=100000, help="Number of patients")] = 20,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same cohort)")] = 7,
     size: Annotated[int, typer.Option(min=16, max=1024, help="Image matrix size (pixels)")] = 64,
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON summary")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Generate a synthetic cancer-imaging cohort with realistic PHI and learnable lesions."""
     from incisive.demo.synth import CohortSpec, generate_cohort

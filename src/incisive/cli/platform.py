@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from incisive.cli.options import JsonOpt
+from incisive.cli.options import PlatformHomeOpt as HomeOpt
 from incisive.common.output import console, print_json, table
 from incisive.platform.home import Platform
 from incisive.platform.rbac import Role
@@ -19,9 +21,6 @@ node_app = typer.Typer(help="Enrolment invites and node revocation.", no_args_is
 app.add_typer(user_app, name="user")
 app.add_typer(node_app, name="node")
 
-HomeOpt = Annotated[Path | None, typer.Option("--home", "-H", help="Platform directory (default: "
-                                                                   "$INCISIVE_PLATFORM or the current directory)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON")]
 LOCAL = "local-admin"
 
 

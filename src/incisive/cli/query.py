@@ -1,4 +1,5 @@
-"""``incisive query …``: a researcher's federated queries over HTTP (token from ``--token`` or $INCISIVE_TOKEN)."""
+"""``incisive query …``: a researcher's federated queries over HTTP (``--platform URL``, alias ``--url``; token from
+``--token`` or $INCISIVE_TOKEN)."""
 
 from __future__ import annotations
 
@@ -6,15 +7,14 @@ from typing import Annotated, Any
 
 import typer
 
+from incisive.cli.options import JsonOpt, TokenOpt
+from incisive.cli.options import QueryPlatformOpt as UrlOpt
 from incisive.common.api_client import ApiClient
 from incisive.common.errors import InputError
 from incisive.common.output import console, print_json, table
 
 app = typer.Typer(help="Federated queries across nodes (as a researcher).", no_args_is_help=True)
 
-UrlOpt = Annotated[str, typer.Option("--url", envvar="INCISIVE_PLATFORM_URL", help="Platform URL")]
-TokenOpt = Annotated[str, typer.Option("--token", envvar="INCISIVE_TOKEN", help="Your API token",
-                                       show_default=False)]
 
 
 def call(url: str, token: str, path: str, body: dict[str, Any], timeout_s: float = 120.0) -> Any:
@@ -47,7 +47,7 @@ def count(
     project: Annotated[str | None, typer.Option(help="Project the query belongs to (node policies may ask)")] = None,
     url: UrlOpt = "http://127.0.0.1:8000",
     token: TokenOpt = "",
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Counts across nodes, through each node's disclosure control: only safe cells are listed; refusals say
     which rule refused and why."""
@@ -96,7 +96,7 @@ def summary(
     project: Annotated[str | None, typer.Option(help="Project the query belongs to")] = None,
     url: UrlOpt = "http://127.0.0.1:8000",
     token: TokenOpt = "",
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Pooled n, mean and SD of a numeric metric across nodes."""
     data = call(url, token, "/api/v1/queries/summary", {"metric": metric, "nodes": _list(nodes),

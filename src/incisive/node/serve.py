@@ -1,4 +1,5 @@
-"""``incisive node serve``: the DICOM SCP and the HTTP API (DICOMweb) of one node, in one process.
+"""The DICOM SCP and the HTTP API (DICOMweb) of one node, in one process (``incisive node
+serve``, :mod:`incisive.cli.serve`).
 
 Start-up writes ``<node>/run/serve.pid``; a clean stop removes it. Finding it at start-up with no live process
 means the last run was killed (``kill -9``, power cut): ``fsck --repair`` then re-catalogues objects that
@@ -14,15 +15,11 @@ import signal
 import socket
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
-
-import typer
+from typing import TYPE_CHECKING, Any
 
 from incisive.common.errors import ConfigError
 from incisive.common.fsio import atomic_write_text
 from incisive.common.logging import get_logger
-from incisive.common.settings import resolve_home
 from incisive.node.fsck import fsck
 from incisive.node.home import Node
 
@@ -125,16 +122,9 @@ class NodeServices:
             self._claimed = False
 
 
-def serve(
-    dicom_port: Annotated[int | None, typer.Option(help="DICOM port (default: node config, 11112)")] = None,
-    ae_title: Annotated[str | None, typer.Option(help="Our AE title (default: node config, INCISIVE)")] = None,
-    http_port: Annotated[int | None, typer.Option(help="HTTP API / DICOMweb port (default: node config, 8042)")]
-    = None,
-    host: Annotated[str | None, typer.Option(help="Address to bind (default: node config listen_host)")] = None,
-    home: Annotated[Path | None, typer.Option("--home", "-H", help="Node directory")] = None,
-) -> None:
-    """Run the DICOM SCP (C-ECHO, C-STORE, C-FIND) and the HTTP API (DICOMweb) until stopped."""
-    node = Node.open(resolve_home(home))
+def serve_forever(node: Node, host: str | None = None, dicom_port: int | None = None, http_port: int | None = None,
+                  ae_title: str | None = None) -> None:
+    """Serve until SIGINT/SIGTERM: writes ``run/serve.json`` and prints one ``listening`` JSON line (ports) first."""
     services = NodeServices(node, host, dicom_port, http_port, ae_title)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

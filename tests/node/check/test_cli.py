@@ -11,7 +11,7 @@ import jsonschema
 import pytest
 from typer.testing import CliRunner
 
-import incisive.node.check.cli as check_cli
+import incisive.cli.check as check_cli
 from incisive.cli import app
 from incisive.common.errors import InputError
 from incisive.node.check.recorded import RecordedSystem

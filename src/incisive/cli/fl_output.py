@@ -1,23 +1,15 @@
-"""Platform-path output of ``incisive model`` / ``incisive fl`` (the commands live in :mod:`incisive.federated.cli`;
-they come here when a platform URL is given and no local node/workspace)."""
+"""Platform-mode output of ``incisive fl | model | infer`` (:mod:`.fl`, :mod:`.model`, :mod:`.infer`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 from rich.live import Live
 
 from incisive.common.output import console, print_json, table
 from incisive.federated.remote import Platform
-
-PlatformOpt = Annotated[str | None, typer.Option("--platform", envvar="INCISIVE_PLATFORM_URL",
-                                                 help="Platform URL: run through the platform's registry and "
-                                                      "SuperLink (nodes' agents start the SuperNodes)")]
-TokenOpt = Annotated[str, typer.Option("--token", envvar="INCISIVE_TOKEN", help="Your platform API token",
-                                       show_default=False)]
 
 
 def print_bundle(data: dict[str, Any], json_out: bool) -> None:

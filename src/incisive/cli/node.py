@@ -1,4 +1,8 @@
-"""``incisive node …``: the data manager's commands (one function per sub-command, logic in services)."""
+"""``incisive node …``: the data manager's commands (one function per sub-command, logic in services).
+
+The node's other sub-commands live beside this module and are attached at the end: ``check`` (:mod:`.check`),
+``token`` (:mod:`.token`), ``serve`` (:mod:`.serve`), ``status`` (:mod:`.status`), ``enrol`` / ``agent``
+(:mod:`.agent`) and ``policy`` (:mod:`.policy`). None of them imports PyTorch, Flower or the platform."""
 
 from __future__ import annotations
 
@@ -16,12 +20,18 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from incisive.cli import agent as agent_cmds
+from incisive.cli import check as check_cmd
+from incisive.cli import policy as policy_cmds
+from incisive.cli import serve as serve_cmd
+from incisive.cli import status as status_cmd
+from incisive.cli import token as token_cmds
+from incisive.cli.options import HomeOpt, JsonOpt
 from incisive.common.errors import InputError
 from incisive.common.exit_codes import ExitCode
 from incisive.common.output import console, err_console, human_bytes, print_json, table
 from incisive.common.settings import resolve_home
 from incisive.node.catalogue import queries
-from incisive.node.check.cli import check
 from incisive.node.fsck import fsck
 from incisive.node.home import Node
 from incisive.node.ingest.clinical import check_columns, import_clinical, read_csv
@@ -30,11 +40,6 @@ from incisive.node.quality import quality_report, render_html, render_rich
 
 app = typer.Typer(help="Run and manage a federated node.", no_args_is_help=True)
 
-HomeOpt = Annotated[
-    Path | None,
-    typer.Option("--home", "-H", help="Node directory (default: $INCISIVE_NODE or the current directory)"),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables")]
 
 
 @app.command()
@@ -233,28 +238,10 @@ def migrate(home: HomeOpt = None) -> None:
     console.print("catalogue schema is up to date")
 
 
-app.command("check")(check)
-
-
-from incisive.node.api.tokens import token_app  # noqa: E402
-from incisive.node.serve import serve  # noqa: E402
-
-app.command("serve")(serve)
-app.add_typer(token_app, name="token")
-
-
-from incisive.node.backup.node_status import status  # noqa: E402
-
-app.command("status")(status)
-
-
-from incisive.node.agent_cli import agent, enrol, policy_app  # noqa: E402
-
-app.command("enrol")(enrol)
-app.command("agent")(agent)
-app.add_typer(policy_app, name="policy")
-
-from incisive.node.fl.approval_cli import approve, revoke  # noqa: E402
-
-policy_app.command("approve")(approve)
-policy_app.command("revoke")(revoke)
+app.command("check")(check_cmd.check)
+app.command("serve")(serve_cmd.serve)
+app.add_typer(token_cmds.app, name="token")
+app.command("status")(status_cmd.status)
+app.command("enrol")(agent_cmds.enrol)
+app.command("agent")(agent_cmds.agent)
+app.add_typer(policy_cmds.app, name="policy")

@@ -1,0 +1,41 @@
+"""``incisive node status``: node summary, backup age and RAID health (:mod:`incisive.node.backup.node_status`)."""
+
+from __future__ import annotations
+
+from incisive.cli.options import HomeOpt, JsonOpt
+from incisive.common.output import console, human_bytes, print_json, table
+from incisive.common.settings import resolve_home
+from incisive.node.backup.node_status import collect
+from incisive.node.home import Node
+
+
+def status(
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Node summary: contents, last verified backup age, RAID health; warnings when something needs care."""
+    node = Node.open(resolve_home(home))
+    data = collect(node)
+    if json_out:
+        print_json(data)
+        return
+    contents = data["contents"]
+    console.print(f"[bold]{data['node_id']}[/] ({data['provider']}) at {data['home']} — {data['catalogue']} catalogue")
+    console.print(table("Contents", ["", "count"],
+                        [(k, human_bytes(v) if k == "bytes" else v) for k, v in contents.items()]))
+    backup = data["backup"]
+    age = backup["verified_age_days"]
+    console.print(table("Backups", ["target", "location", "last snapshot", "last verified", "age (days)"],
+                        [(r["target"], r["location"], r["last_snapshot"] or "never", r["last_verified"] or "never",
+                          "" if r["verified_age_days"] is None else f"{r['verified_age_days']:.1f}")
+                         for r in backup["targets"]]))
+    console.print(f"last verified backup: {'never' if age is None else f'{age:.1f} days ago'} "
+                  f"(policy: every {backup['policy']['every_days']} days)")
+    raid = data["redundancy"]
+    arrays = [f"{a['name']} {a['health']}" for a in raid["md"]] + [f"{p['pool']} {p['health']}" for p in raid["zfs"]]
+    if raid["redundant"]:
+        console.print("redundancy: " + (", ".join(arrays) or "all ZFS pools healthy"))
+    else:
+        console.print("redundancy: no software RAID or ZFS pool found")
+    for warning in data["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}")
