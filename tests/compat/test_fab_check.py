@@ -1,5 +1,5 @@
-"""The node runtime's FAB check (``incisive.node.fl.runtime._check_fab``): the executor runs a task only if its Flower App
-Bundle names incisive's installed ClientApp. FABs are built the way every job's is: a copy of
+"""The node runtime's FAB check (``incisive.node.fl.runtime._check_fab``): the executor runs a task only if its
+Flower App Bundle names incisive's installed ClientApp. FABs are built the way every job's is: a copy of
 ``deploy.APP_DIR`` (``Federation.submit``), built by ``flwr run``'s ``build_fab_from_disk`` into a ``Fab``, and
 carried to the executor as the protobuf the Runtime API sends."""
 
