@@ -147,7 +147,7 @@ echo "Inference with the trained model at two hospitals: per-patient scores stay
 echo "hospital A's policy lets a k-suppressed summary come back to the platform:"
 for dir in node node-b; do
   node_id=$(python3 -c 'import sys,tomllib; print(tomllib.load(open(sys.argv[1],"rb"))["node_id"])' "$out/$dir/incisive.toml")
-  incisive infer --model "tabular-risk:1@$job" --node "$node_id" --timeout 300
+  incisive infer --model "tabular-risk:1@$job" --node-id "$node_id" --timeout 300
 done
 kill ${pids[*]} 2>/dev/null || true; wait 2>/dev/null || true; trap - EXIT
 incisive audit verify --node "$out/node"

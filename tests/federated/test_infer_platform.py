@@ -113,7 +113,7 @@ def setup(tmp_path: Path, cohort: Path, platform_db: str) -> Iterator[Setup]:
 
 
 def _infer(st: Setup, node_id: str, *extra: str) -> tuple[int, str]:
-    r = runner.invoke(app, ["infer", "--model", f"lesion-cnn:1@{st.job_id}", "--node", node_id,
+    r = runner.invoke(app, ["infer", "--model", f"lesion-cnn:1@{st.job_id}", "--node-id", node_id,
                             "--platform", st.url, "--token", st.researcher, "--timeout", "120", *extra])
     return r.exit_code, r.output
 
