@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from incisive.common.audit_log import NodeAudit
+from incisive.common.protocol import Job as AgentJob
+from incisive.common.protocol import JobType
 from incisive.node import federated
 from incisive.node.agent import Agent, AgentRevoked, backoff_delay, run_job
 from incisive.node.agent_link import AgentSettings, LinkError, enrol
@@ -232,3 +234,33 @@ def test_heartbeat_health_has_readiness_and_backup(node: Node, platform: tuple[P
     assert health["readiness"]["profile"] and "fail" in health["readiness"]
     assert "backup_age_days" in health and health["disk_free_bytes"] > 0
     assert health["data"]["patients"] > 0 and health["policy"]["min_cell_count"] == 5
+
+
+def test_run_job_computes_only_aggregates_and_refuses_unknown_types(node: Node) -> None:
+    """Before the one protocol module, every job type that was not ``count`` ran as a ``summary``."""
+    infer = run_job(node, {"id": "j1", "type": "infer", "payload": {"metric": "rows", "k": 5}})
+    assert infer["status"] == "refused" and "not a federated aggregate" in infer["error"]
+    bogus = run_job(node, {"id": "j2", "type": "bogus", "payload": {"metric": "rows", "k": 5}})
+    assert bogus == {"status": "refused", "result": None,
+                     "error": "unknown job type 'bogus'; this node runs count, summary, fl-supernode, fl-stop, infer"}
+    assert run_job(node, {"id": "j3", "type": "summary", "payload": {"metric": "rows", "k": 1}})["status"] == "ok"
+
+
+def test_agent_dispatch_table_has_every_job_type_and_refuses_others(
+        node: Node, platform: tuple[Platform, ThreadedServer]) -> None:
+    p, server = platform
+    enrol(node, server.url, invite(p))
+    agent = Agent(node, fast_settings(node))
+    try:
+        assert set(agent.handlers) == set(JobType)
+        refused = agent.dispatch(AgentJob(id="x1", type="fl-start-everything"))
+        assert refused.status == "refused" and refused.error is not None
+        assert refused.error.startswith("unknown job type 'fl-start-everything'")
+        agent.handle({"id": "x2", "type": "bogus", "payload": {}})
+        assert dict(agent.state.undelivered())["x2"]["status"] == "refused"
+        stop = agent.dispatch(AgentJob(id="x3", type="fl-stop", payload={"fl_job": "none"}))
+        assert stop.body() == {"status": "ok", "result": {"stopped": False}, "error": None}
+    finally:
+        agent.client.close()
+        agent.state.close()
+        agent.overlap.close()

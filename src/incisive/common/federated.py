@@ -17,7 +17,6 @@ LABEL_FIELD = re.compile(r"label\.[a-z0-9_]{1,32}")
 UNITS = ("patients", "studies", "series")
 METRICS = ("slice_thickness", "pixel_spacing", "rows", "columns", "instances_per_series", "series_per_study",
            "studies_per_patient")
-JOB_TYPES = ("count", "summary", "fl-supernode", "infer")
 MAX_GROUP_FIELDS = 4
 MAX_FILTER_VALUE = 64
 UNKNOWN = "unknown"

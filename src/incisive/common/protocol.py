@@ -1,4 +1,8 @@
-"""The agent protocol's result bodies, as the platform checks them before combining anything.
+"""The agent protocol, one module for both sides: job types (:class:`JobType`), the job the platform sends
+(:class:`Job`) and the reply envelope a node sends back (:class:`Result`); the platform creates jobs and validates
+replies with these models, the node parses jobs and builds replies with them.
+
+Result bodies, as the platform checks them before combining anything.
 
 A node's answer is data from outside: its types, ranges and its consistency with the job it answers are
 checked here (strict integers, never bools or floats; string cell keys of the job's arity; counts between 0 and
@@ -11,7 +15,8 @@ echoes the value sent.
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any
+from enum import StrEnum
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
@@ -23,6 +28,82 @@ MAX_CELLS = 10_000
 
 Count = Annotated[StrictInt, Field(ge=0, le=MAX_UNITS)]
 Value = Annotated[StrictStr, Field(max_length=MAX_FILTER_VALUE + 40)]
+
+
+class JobType(StrEnum):
+    """Every job type a platform may send a node's agent."""
+
+    COUNT = "count"  # federated aggregate: a k-safe (optionally noisy) contingency table
+    SUMMARY = "summary"  # federated aggregate: n / sum / sum of squares of one metric
+    FL_SUPERNODE = "fl-supernode"  # start a Flower SuperNode for an FL job (node/fl/supernodes.py)
+    FL_STOP = "fl-stop"  # stop that SuperNode
+    INFER = "infer"  # score the node's data with a trained model; results stay at the node
+
+
+QUERY_JOB_TYPES = (JobType.COUNT, JobType.SUMMARY)
+# the types a node policy's ``job_types`` accepts or not; fl-stop only ever stops what the node started
+POLICY_JOB_TYPES = tuple(t.value for t in JobType if t is not JobType.FL_STOP)
+RESULT_STATUSES = ("ok", "refused", "error")
+
+
+class UnknownJobType(ValueError):
+    """A job whose type this software does not know (refused by the node, never guessed at)."""
+
+    def __init__(self, job_type: str) -> None:
+        super().__init__(f"unknown job type {job_type[:40]!r}; this node runs "
+                         f"{', '.join(t.value for t in JobType)}")
+
+
+class Job(BaseModel):
+    """One job as the platform hands it to a node's agent."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    id: str = Field(default="", max_length=64)
+    type: str = Field(max_length=64)  # a str, so that an unknown type is parsed and then refused by name
+    payload: dict[str, Any] = Field(default_factory=dict)
+    expires_at: str | None = None
+
+    @classmethod
+    def parse(cls, data: Any) -> Job:
+        return cls.model_validate(data)
+
+    def kind(self) -> JobType:
+        """The job's type; :class:`UnknownJobType` when this software does not know it."""
+        try:
+            return JobType(self.type)
+        except ValueError:
+            raise UnknownJobType(self.type) from None
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump()
+
+
+class Result(BaseModel):
+    """A node's reply to one job: ``status`` and either the ``result`` body or an ``error`` (and, for a refusal
+    by a named rule, that ``rule``). The same model builds the reply at the node and validates it at the
+    platform."""
+
+    status: Literal["ok", "refused", "error"]
+    result: dict[str, Any] | None = None
+    error: str | None = Field(default=None, max_length=500)
+    rule: str | None = Field(default=None, max_length=32)  # the rule of a refusal (count jobs)
+
+    @classmethod
+    def ok(cls, result: dict[str, Any]) -> Result:
+        return cls(status="ok", result=result)
+
+    @classmethod
+    def refused(cls, reason: str, rule: str | None = None) -> Result:
+        return cls(status="refused", error=reason[:500], rule=rule)
+
+    @classmethod
+    def failed(cls, reason: str) -> Result:
+        return cls(status="error", error=reason[:500])
+
+    def body(self) -> dict[str, Any]:
+        """The reply as sent and stored: ``rule`` only when a refusal names one."""
+        return self.model_dump(exclude={"rule"} if self.rule is None else set())
 
 
 class ProtocolViolation(ValueError):

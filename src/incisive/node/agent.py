@@ -18,6 +18,7 @@ import random
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from incisive import __version__
@@ -26,12 +27,13 @@ from incisive.common.audit_log import NodeAudit
 from incisive.common.errors import IncisiveError
 from incisive.common.exit_codes import ExitCode
 from incisive.common.logging import get_logger
+from incisive.common.protocol import Job, JobType, Result, UnknownJobType
 from incisive.node import federated
 from incisive.node.agent_link import AGENT_DIR, AgentSettings, LinkError, SignedClient, agent_key_path
 from incisive.node.agent_state import AgentState
 from incisive.node.catalogue import queries
 from incisive.node.disclosure import Guard, Refused
-from incisive.node.fl.infer_jobs import INFER_JOB, run_infer
+from incisive.node.fl.infer_jobs import run_infer
 from incisive.node.fl.supernodes import Supernodes
 from incisive.node.home import Node
 from incisive.node.overlap import OverlapLog
@@ -64,45 +66,56 @@ def _guard(policy: Policy, payload: dict[str, Any], overlap: OverlapLog | None) 
 
 
 def run_job(node: Node, job: dict[str, Any], overlap: OverlapLog | None = None) -> dict[str, Any]:
-    """Policy first, then the computation; the result dict is what goes back to the platform.
+    """A federated aggregate (``count`` / ``summary``): policy first, then the computation; the reply body
+    (:class:`incisive.common.protocol.Result`) is what goes back to the platform. Any other job type is refused
+    here by name (the agent dispatches those: :meth:`Agent.handlers`).
 
     ``overlap``: the node's overlap log (opened here for this one job when not given)."""
-    payload = job.get("payload") or {}
-    job_type = str(job.get("type", ""))
+    return run_query(node, Job.parse(job), overlap).body()
+
+
+def run_query(node: Node, job: Job, overlap: OverlapLog | None = None) -> Result:
+    try:
+        kind = job.kind()
+    except UnknownJobType as exc:
+        return Result.refused(str(exc))
+    if kind not in (JobType.COUNT, JobType.SUMMARY):
+        return Result.refused(f"job type {kind.value!r} is not a federated aggregate")
+    payload = job.payload
     policy = load_policy(node.home)
-    refusal = policy.check(job_type, str(payload.get("requester", "")), payload.get("project"))
+    refusal = policy.check(kind.value, str(payload.get("requester", "")), payload.get("project"))
     if refusal is not None:
-        return {"status": "refused", "rule": refusal[0], "error": refusal[1]}
+        return Result.refused(refusal[1], rule=refusal[0])
     k = policy.effective_k(int(payload.get("k") or 0))
-    own = overlap is None and job_type == "count"
+    own = overlap is None and kind is JobType.COUNT
     overlap_log = OverlapLog(node.home) if own else overlap
     try:
         with node.catalogue.session() as s:
-            if job_type == "count":
+            if kind is JobType.COUNT:
                 result = federated.count(s, list(payload.get("by") or []), payload.get("where"),
                                          str(payload.get("unit", "patients")), k,
                                          _guard(policy, payload, overlap_log))
             else:
                 result = federated.summary(s, str(payload.get("metric", "")), k)
     except Refused as exc:
-        return {"status": "refused", "rule": exc.rule, "error": str(exc)[:300]}
+        return Result.refused(str(exc)[:300], rule=exc.rule)
     except ValueError as exc:
-        return {"status": "error", "error": str(exc)[:300]}
+        return Result.failed(str(exc)[:300])
     except Exception as exc:  # never ship a traceback (it could quote data); the type is enough
-        log.exception("job %s failed", job.get("id"))
-        return {"status": "error", "error": f"job failed on the node ({type(exc).__name__})"}
+        log.exception("job %s failed", job.id)
+        return Result.failed(f"job failed on the node ({type(exc).__name__})")
     finally:
         if own and overlap_log is not None:
             overlap_log.close()
-    return {"status": "ok", "result": result}
+    return Result.ok(result)
 
 
 def query_spec(job: dict[str, Any]) -> dict[str, Any]:
     """The whole question of a job, as recorded in the node's audit log."""
     payload = job.get("payload") or {}
-    if job.get("type") == "count":
+    if job.get("type") == JobType.COUNT:
         return {name: payload.get(name) for name in ("by", "where", "unit", "epsilon", "project", "k")}
-    if job.get("type") == "summary":
+    if job.get("type") == JobType.SUMMARY:
         return {name: payload.get(name) for name in ("metric", "project", "k")}
     return {"project": payload.get("project")}
 
@@ -123,6 +136,12 @@ class Agent:
         self._audit_lock = threading.Lock()
         self._readiness: dict[str, Any] | None = None
         self._readiness_at = 0.0
+        # the one dispatch table: every JobType has its handler here; a type not in it is refused by name
+        self.handlers: dict[JobType, Callable[[Job], Result]] = {
+            JobType.COUNT: self._query, JobType.SUMMARY: self._query,
+            JobType.FL_SUPERNODE: self.fl.run, JobType.FL_STOP: self.fl.run,
+            JobType.INFER: self._infer,  # runs here, in the poll loop: one inference at a time per node
+        }
 
     # -- health -----------------------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
@@ -179,21 +198,34 @@ class Agent:
             self.stop_event.wait(self.settings.heartbeat_s)
 
     # -- jobs -------------------------------------------------------------------------------------------------
+    def _query(self, job: Job) -> Result:
+        return run_query(self.node, job, self.overlap)
+
+    def _infer(self, job: Job) -> Result:
+        return run_infer(self.node, self.client, job)
+
+    def dispatch(self, job: Job) -> Result:
+        """The job's handler from :attr:`handlers`; an unknown type is refused with a clear error."""
+        try:
+            handler = self.handlers[job.kind()]
+        except (UnknownJobType, KeyError):
+            return Result.refused(str(UnknownJobType(job.type)))
+        return handler(job)
+
     def handle(self, job: dict[str, Any]) -> None:
         job_id = str(job["id"])
         if self.state.begin(job_id, str(job.get("type")), time.time()):
-            kind = str(job.get("type"))
-            if self.fl.handles(kind):
-                result = self.fl.run(job)
-            elif kind == INFER_JOB:  # runs here, in the poll loop: one inference at a time per node
-                result = run_infer(self.node, self.client, job)
+            try:
+                parsed = Job.parse(job)
+            except ValueError:  # pydantic's ValidationError: not a job at all
+                result = Result.refused("invalid job: not an agent protocol job").body()
             else:
-                result = run_job(self.node, job, self.overlap)
+                result = self.dispatch(parsed).body()
             self.state.finish(job_id, result)
             with self._audit_lock:
                 self._to_audit.append((job, result))
         elif self.state.state(job_id) == "running":  # a crash while it ran: never run it a second time
-            self.state.finish(job_id, {"status": "error", "error": "interrupted on the node; not run again"})
+            self.state.finish(job_id, Result.failed("interrupted on the node; not run again").body())
 
     def write_audit(self) -> None:
         """Audit entries of the jobs just run (fsync'd; written after the result went out, off the latency path)."""
@@ -209,7 +241,7 @@ class Agent:
             withheld = (result.get("result") or {}).get("withheld_by") if isinstance(result, dict) else None
             if withheld:
                 details["withheld_by"] = withheld
-            if job.get("type") == INFER_JOB:
+            if job.get("type") == JobType.INFER:
                 details["model"] = f"{payload.get('model')}:{payload.get('version')}@{payload.get('job')}"
             self.audit.append(f"researcher:{payload.get('requester', '')}", f"job.{job.get('type')}",
                               target=str(job["id"]), node=self.settings.node_id, outcome=str(result["status"]),

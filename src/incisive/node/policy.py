@@ -28,8 +28,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from incisive.common.errors import ConfigError, InputError
-from incisive.common.federated import JOB_TYPES
 from incisive.common.fsio import atomic_write_text, toml_document
+from incisive.common.protocol import POLICY_JOB_TYPES as JOB_TYPES
 
 POLICY_FILE = "policy.toml"
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from incisive.common.fsio import atomic_write_text
 from incisive.common.logging import get_logger
+from incisive.common.protocol import JobType
 from incisive.federated.deploy import BIN, Federation
 from incisive.federated.jobs import Job, JobStore
 from incisive.federated.service import provenance as job_provenance
@@ -30,8 +31,8 @@ from incisive.platform.services import fl_jobs, jobs, models, utcnow
 from incisive.platform.settings import PlatformSettings
 
 log = get_logger("platform.fl")
-SUPERNODE_JOB = "fl-supernode"
-STOP_JOB = "fl-stop"
+SUPERNODE_JOB = JobType.FL_SUPERNODE
+STOP_JOB = JobType.FL_STOP
 
 
 class JobFailed(Exception):

@@ -25,28 +25,28 @@ import re
 from typing import Any
 
 from incisive.common.logging import get_logger
+from incisive.common.protocol import Job, JobType, Result
 from incisive.node.agent_link import LinkError, SignedClient
 from incisive.node.fl.supernodes import SHA256, ensure_bundle
 from incisive.node.home import Node
 from incisive.node.policy import load_policy
 
 log = get_logger("agent.infer")
-INFER_JOB = "infer"
 WITHHELD = "withheld by node policy"
 JOB_ID = re.compile(r"[A-Za-z0-9-]{1,32}")
 UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 MAX_SERIES = 1000
 
 
-def run_infer(node: Node, client: SignedClient, job: dict[str, Any]) -> dict[str, Any]:
+def run_infer(node: Node, client: SignedClient, job: Job) -> Result:
     """The agent's answer to an ``infer`` job (never a traceback, never per-item results)."""
     try:
-        return _infer(node, client, str(job.get("id", "")), job.get("payload") or {})
+        return _infer(node, client, job.id, job.payload)
     except LinkError as exc:
-        return {"status": "error", "error": f"download from the platform failed ({exc.status or 'unreachable'})"}
+        return Result.failed(f"download from the platform failed ({exc.status or 'unreachable'})")
     except Exception as exc:  # the type only: a message could quote data
         log.exception("infer job failed")
-        return {"status": "error", "error": f"inference failed on the node ({type(exc).__name__})"}
+        return Result.failed(f"inference failed on the node ({type(exc).__name__})")
 
 
 def _valid(agent_job: str, payload: dict[str, Any]) -> bool:
@@ -61,37 +61,38 @@ def _valid(agent_job: str, payload: dict[str, Any]) -> bool:
                 and all(isinstance(u, str) and len(u) <= 64 and UID.fullmatch(u) for u in series))
 
 
-def _infer(node: Node, client: SignedClient, agent_job: str, payload: dict[str, Any]) -> dict[str, Any]:
+def _infer(node: Node, client: SignedClient, agent_job: str, payload: dict[str, Any]) -> Result:
     from incisive.federated.bundle import Manifest, RegisteredBundle
     from incisive.federated.jobs import load_weights
     from incisive.node.fl import inference
     from incisive.node.fl.approval import is_approved, local_bundle_path
 
     if not _valid(agent_job, payload):
-        return {"status": "error", "error": "invalid infer job"}
+        return Result.failed("invalid infer job")
     name, version, digest, source = (str(payload[k]) for k in ("model", "version", "sha256", "job"))
-    reason = load_policy(node.home).decide(INFER_JOB, str(payload.get("requester", "")), payload.get("project"))
+    reason = load_policy(node.home).decide(JobType.INFER.value, str(payload.get("requester", "")),
+                                           payload.get("project"))
     if reason is not None:
-        return {"status": "refused", "error": reason}
+        return Result.refused(reason)
     if not is_approved(node.home, name, version, digest):
-        return {"status": "refused", "error": f"bundle {name}:{version} ({digest[:12]}) is not approved at this node"}
+        return Result.refused(f"bundle {name}:{version} ({digest[:12]}) is not approved at this node")
     problem = ensure_bundle(node, client, name, version, digest)
     if problem is not None:
-        return {"status": "refused", "error": problem}
+        return Result.refused(problem)
     data = client.request("GET", f"/agent/v1/infer/{agent_job}/model", timeout_s=120) or {}
     weights = base64.b64decode(str(data.get("weights", "")))
     if hashlib.sha256(weights).hexdigest() != payload["model_sha256"] or data.get("job") != source:
-        return {"status": "refused", "error": "the trained model received does not match its sha256"}
+        return Result.refused("the trained model received does not match its sha256")
     path = local_bundle_path(node.home, name, version)
     bundle = RegisteredBundle(Manifest.from_dict(json.loads((path / "manifest.json").read_text())), digest, path, "")
     try:
         report = inference.infer(node, bundle, load_weights(io.BytesIO(weights)), source,
                                list(payload.get("series") or []) or None)
     except PermissionError as exc:
-        return {"status": "refused", "error": str(exc)[:300]}
+        return Result.refused(str(exc)[:300])
     log.info("inference for the platform: run %s, %d item(s), summary %s", report["run"], report["items"],
              "shared" if report["shareable"] else "withheld")
     summary = report["summary"]
     if summary is None:
-        return {"status": "ok", "result": {"shared": False, "summary": WITHHELD}}
-    return {"status": "ok", "result": {"shared": True, "summary": summary}}
+        return Result.ok({"shared": False, "summary": WITHHELD})
+    return Result.ok({"shared": True, "summary": summary})

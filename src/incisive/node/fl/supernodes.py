@@ -27,13 +27,12 @@ from typing import Any
 
 from incisive.common.fsio import atomic_write_text
 from incisive.common.logging import get_logger
+from incisive.common.protocol import Job, JobType, Result
 from incisive.node.agent_link import AGENT_DIR, LinkError, SignedClient
 from incisive.node.home import Node
 from incisive.node.policy import load_policy
 
 log = get_logger("agent.fl")
-FL_JOB = "fl-supernode"
-STOP_JOB = "fl-stop"
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ADDRESS = re.compile(r"[A-Za-z0-9.\-\[\]:]{1,255}:\d{1,5}")
 
@@ -85,24 +84,21 @@ class Supernodes:
         self.state_file = node.home / AGENT_DIR / "supernodes.json"
         self._reap_orphans()
 
-    @staticmethod
-    def handles(job_type: str) -> bool:
-        return job_type in (FL_JOB, STOP_JOB)
-
-    def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        payload = job.get("payload") or {}
-        if job.get("type") == STOP_JOB:
+    def run(self, job: Job) -> Result:
+        """The agent's handler for ``fl-supernode`` and ``fl-stop`` jobs."""
+        payload = job.payload
+        if job.type == JobType.FL_STOP:
             stopped = self.stop(str(payload.get("fl_job", "")))
-            return {"status": "ok", "result": {"stopped": stopped}}
+            return Result.ok({"stopped": stopped})
         try:
             return self._start(payload)
         except LinkError as exc:
-            return {"status": "error", "error": f"bundle download failed ({exc.status or 'unreachable'})"}
+            return Result.failed(f"bundle download failed ({exc.status or 'unreachable'})")
         except Exception as exc:  # never ship a traceback
             log.exception("fl-supernode job failed")
-            return {"status": "error", "error": f"could not start the SuperNode ({type(exc).__name__})"}
+            return Result.failed(f"could not start the SuperNode ({type(exc).__name__})")
 
-    def _start(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _start(self, payload: dict[str, Any]) -> Result:
         from incisive.federated.bundle import NAME_RE, VERSION_RE
         from incisive.node.fl.approval import is_approved
 
@@ -110,17 +106,16 @@ class Supernodes:
         name, version, digest = (str(payload.get(k, "")) for k in ("model", "version", "sha256"))
         if not (NAME_RE.match(name) and VERSION_RE.match(version) and SHA256.fullmatch(digest)
                 and ADDRESS.fullmatch(address) and re.fullmatch(r"[A-Za-z0-9-]{1,32}", fl_job)):
-            return {"status": "error", "error": "invalid fl-supernode job"}
-        reason = load_policy(self.node.home).decide(FL_JOB, str(payload.get("requester", "")),
-                                                    payload.get("project"))
+            return Result.failed("invalid fl-supernode job")
+        reason = load_policy(self.node.home).decide(JobType.FL_SUPERNODE.value,
+                                                    str(payload.get("requester", "")), payload.get("project"))
         if reason is not None:
-            return {"status": "refused", "error": reason}
+            return Result.refused(reason)
         if not is_approved(self.node.home, name, version, digest):
-            return {"status": "refused", "error": f"bundle {name}:{version} ({digest[:12]}) is not approved at "
-                                                  "this node"}
+            return Result.refused(f"bundle {name}:{version} ({digest[:12]}) is not approved at this node")
         problem = ensure_bundle(self.node, self.client, name, version, digest)
         if problem is not None:
-            return {"status": "refused", "error": problem}
+            return Result.refused(problem)
         deadline = float(payload.get("deadline") or time.time() + 6 * 3600)
         with self.lock:
             current = self.running.get(fl_job)
@@ -128,7 +123,7 @@ class Supernodes:
                 self.running[fl_job] = Running(self._spawn(fl_job, address), deadline)
             self._save()
         log.info("SuperNode started for FL job %s", fl_job)
-        return {"status": "ok", "result": {"supernode": "started", "sha256": digest}}
+        return Result.ok({"supernode": "started", "sha256": digest})
 
     def _spawn(self, fl_job: str, address: str) -> subprocess.Popen[bytes]:
         from incisive.federated.deploy import Federation, supernode_argv

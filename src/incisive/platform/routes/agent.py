@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from incisive.common.protocol import Result
 from incisive.platform.db import PlatformDb
 from incisive.platform.errors import BadRequest, Forbidden, NotFound, PlatformError, Unauthorized
 from incisive.platform.hub import node_key
@@ -35,16 +36,6 @@ class Heartbeat(BaseModel):
     readiness: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     policy: dict[str, Any] | None = None
-
-
-class Result(BaseModel):
-    status: Literal["ok", "refused", "error"]
-    result: dict[str, Any] | None = None
-    error: str | None = Field(default=None, max_length=500)
-    rule: str | None = Field(default=None, max_length=32)  # the rule of a refusal (count jobs)
-
-    def body(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"rule"} if self.rule is None else set())
 
 
 def _signed_path(request: Request) -> str:

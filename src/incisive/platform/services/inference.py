@@ -14,13 +14,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from incisive.common.protocol import JobType
 from incisive.federated.bundle import parse_ref
 from incisive.platform.errors import BadRequest, NotFound
 from incisive.platform.models import Job, JobResult
 from incisive.platform.services import audit, aware, jobs, models, nodes, utcnow
 from incisive.platform.settings import PlatformSettings
 
-KIND = "infer"
+KIND = JobType.INFER
 MAX_SERIES = 1000
 UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 STATUS = {"ok": "completed", "refused": "refused", "error": "failed"}

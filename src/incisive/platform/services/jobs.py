@@ -10,27 +10,28 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from incisive.common.protocol import RESULT_STATUSES, JobType
+from incisive.common.protocol import Job as AgentJob
 from incisive.platform.errors import NotFound
 from incisive.platform.models import Job, JobResult
 from incisive.platform.services import aware, new_id, utcnow
 
-RESULT_STATUSES = ("ok", "refused", "error")
 
-
-def create(s: Session, query_id: str | None, kind: str, payload: dict[str, Any], node_ids: list[str],
+def create(s: Session, query_id: str | None, kind: JobType | str, payload: dict[str, Any], node_ids: list[str],
            ttl_s: float, handed: set[str] | frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
     """Queue one job per node; those for nodes in ``handed`` (a long-poll of theirs is waiting in this process)
     are recorded as delivered and handed over in memory. Returns each node's job as sent to the agent."""
     now = utcnow()
     expires = now + timedelta(seconds=ttl_s)
+    kind = JobType(kind)  # only a type the protocol knows is ever queued
     out: dict[str, dict[str, Any]] = {}
     for node_id in node_ids:
         direct = node_id in handed
-        job = Job(id=new_id(), query_id=query_id, node_id=node_id, kind=kind, payload=payload,
+        job = Job(id=new_id(), query_id=query_id, node_id=node_id, kind=kind.value, payload=payload,
                   status="delivered" if direct else "pending", created_at=now, expires_at=expires,
                   delivered_at=now if direct else None, deliveries=1 if direct else 0)
         s.add(job)
-        out[node_id] = {"id": job.id, "type": kind, "payload": payload, "expires_at": expires.isoformat()}
+        out[node_id] = AgentJob(id=job.id, type=kind.value, payload=payload, expires_at=expires.isoformat()).wire()
     return out
 
 
@@ -48,8 +49,8 @@ def claim(s: Session, node_id: str, redeliver_s: float, limit: int = 20) -> list
     out = []
     for job in rows:
         job.status, job.delivered_at, job.deliveries = "delivered", now, job.deliveries + 1
-        out.append({"id": job.id, "type": job.kind, "payload": job.payload,
-                    "expires_at": (aware(job.expires_at) or now).isoformat()})
+        out.append(AgentJob(id=job.id, type=job.kind, payload=job.payload,
+                            expires_at=(aware(job.expires_at) or now).isoformat()).wire())
     return out
 
 
