@@ -86,7 +86,7 @@ def _zip(files: dict[str, str]) -> bytes:
     (_zip({"incisive_fl_app.py": ""}), "pyproject.toml"),  # no pyproject.toml in the archive
     (_zip({"pyproject.toml": "[tool.flwr.app\n"}), "Invalid TOML"),
     (_zip({"pyproject.toml": '[project]\nname = "x"\n'}), "Missing \\[tool.flwr.app\\] section"),
-])
+], ids=["empty", "not-a-zip", "no-pyproject", "bad-toml", "no-flwr-app"])  # zip bytes hold a time: not an id
 def test_malformed_fab_is_refused_with_a_clear_error(content: bytes, reason: str) -> None:
     with pytest.raises(PermissionError, match=rf"^malformed FAB refused: .*{reason}"):
         node_runtime._check_fab(_fab(content))
