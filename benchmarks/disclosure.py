@@ -31,7 +31,7 @@ from typing import Any
 from incisive import __version__
 from incisive.common.protocol import check_count
 from incisive.demo.synth import CohortSpec, generate_cohort
-from incisive.node import federated
+from incisive.node import aggregates
 from incisive.node.agent import run_job
 from incisive.node.home import Node
 from incisive.node.ingest.clinical import import_clinical
@@ -67,7 +67,7 @@ def demo_nodes(root: Path) -> list[Node]:
 
 def truth(node: Node, query: dict[str, Any]) -> dict[tuple[str, ...], int]:
     with node.catalogue.session() as s:
-        result = federated.count(s, query["by"], query.get("where"), query.get("unit", "patients"), 1)
+        result = aggregates.count(s, query["by"], query.get("where"), query.get("unit", "patients"), 1)
     return {tuple(c["key"]): c["count"] for c in result["cells"]}
 
 

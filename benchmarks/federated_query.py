@@ -34,7 +34,7 @@ import httpx
 
 from incisive import __version__
 from incisive.demo.synth import CohortSpec, generate_cohort
-from incisive.node import federated
+from incisive.node import aggregates
 from incisive.node.agent_link import enrol
 from incisive.node.home import Node
 from incisive.node.ingest.clinical import import_clinical
@@ -154,7 +154,7 @@ def main() -> None:
         with node_list[0].catalogue.session() as s:
             for _ in range(max(10, queries // 2)):
                 started = time.perf_counter()
-                federated.count(s, BY, None, "patients", 5)
+                aggregates.count(s, BY, None, "patients", 5)
                 local.append((time.perf_counter() - started) * 1000)
         p50, p95 = statistics.median(latencies), pct(latencies, 0.95)
         result = {

@@ -15,7 +15,7 @@ import pytest
 from incisive.common.audit_log import NodeAudit
 from incisive.common.protocol import Job as AgentJob
 from incisive.common.protocol import JobType
-from incisive.node import federated
+from incisive.node import aggregates
 from incisive.node.agent import Agent, AgentRevoked, backoff_delay, run_job
 from incisive.node.agent_link import AgentSettings, LinkError, enrol
 from incisive.node.home import Node
@@ -121,7 +121,7 @@ def test_enrol_then_query_round_trip(node: Node, platform: tuple[Platform, Threa
         body = r.json()
         assert body["nodes"] == {node.settings.node_id: "ok"}
         with node.catalogue.session() as s:
-            truth = federated.count(s, ["modality"], None, "patients", 1)
+            truth = aggregates.count(s, ["modality"], None, "patients", 1)
         expected = {tuple(c["key"]): c["count"] for c in truth["cells"]}
         for cell in body["cells"]:
             true = expected[tuple(cell["key"])]
@@ -152,13 +152,13 @@ def test_job_runs_at_most_once_and_result_is_redelivered(node: Node,
         s.add(Job(id=job["id"], node_id=node.settings.node_id, kind="count", payload=job["payload"],
                   status="delivered", created_at=utcnow(), expires_at=utcnow(), deliveries=1))
     calls = []
-    original = federated.count
+    original = aggregates.count
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return original(*args, **kwargs)
 
-    federated.count = counting  # type: ignore[assignment]
+    aggregates.count = counting  # type: ignore[assignment]
     try:
         agent.handle(job)
         agent.handle(job)  # delivered twice: must not run twice
@@ -176,7 +176,7 @@ def test_job_runs_at_most_once_and_result_is_redelivered(node: Node,
         finally:
             server2.stop()
     finally:
-        federated.count = original  # type: ignore[assignment]
+        aggregates.count = original  # type: ignore[assignment]
         agent.client.close()
         agent.state.close()
 

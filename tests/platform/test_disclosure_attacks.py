@@ -83,7 +83,7 @@ def test_which_combinations_exist_is_not_listed(tmp_path: Path, urls: Urls) -> N
 def test_dp_lists_the_declared_domain_and_a_spent_budget_stops_every_answer(tmp_path: Path, urls: Urls) -> None:
     """With ε the cells come from the declared domain (empty and small look alike); once the project's budget is
     spent nothing more is answered for it, exact or not, until a data-provider manager adds budget."""
-    from incisive.common.federated import DOMAINS  # (here, so that the older code fails the test, not the import)
+    from incisive.common.query_spec import DOMAINS  # (here, so that the older code fails the test, not the import)
 
     platform_url, catalogues = urls(1)
     with federation(tmp_path, platform_url, catalogues, budget=1.0, require_dp=False) as fed:
@@ -113,7 +113,7 @@ def test_dp_lists_the_declared_domain_and_a_spent_budget_stops_every_answer(tmp_
 
 
 def test_dp_required_by_default_on_new_platforms(tmp_path: Path, urls: Urls) -> None:
-    from incisive.common.federated import DOMAINS
+    from incisive.common.query_spec import DOMAINS
 
     platform_url, catalogues = urls(1)
     with federation(tmp_path, platform_url, catalogues, budget=2.0, require_dp=True) as fed:

@@ -25,9 +25,9 @@ from typing import Any
 import httpx
 import pytest
 
-from incisive.common.federated import DOMAINS
+from incisive.common.query_spec import DOMAINS
 from incisive.demo.synth import CohortSpec, generate_cohort
-from incisive.node import federated
+from incisive.node import aggregates
 from incisive.node.agent_link import enrol
 from incisive.node.home import Node
 from incisive.node.ingest.clinical import import_clinical
@@ -156,7 +156,7 @@ def truths(nodes: list[Node], by: list[str]) -> list[dict[tuple[str, ...], int]]
     out = []
     for node in nodes:
         with node.catalogue.session() as s:
-            result = federated.count(s, by, None, "patients", 1)
+            result = aggregates.count(s, by, None, "patients", 1)
         out.append({tuple(c["key"]): c["count"] for c in result["cells"]})
     return out
 
@@ -188,7 +188,7 @@ def check_disclosure(result: dict[str, Any], nodes: list[Node], by: list[str]) -
 
 def total(node: Node, by: list[str]) -> int:
     with node.catalogue.session() as s:
-        return int(federated.count(s, by, None, "patients", 1)["total"])
+        return int(aggregates.count(s, by, None, "patients", 1)["total"])
 
 
 def test_federated_count_matches_node_truths(cluster: Cluster) -> None:

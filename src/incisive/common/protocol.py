@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, ValidationError
 
-from incisive.common.federated import DOMAINS, MAX_FILTER_VALUE, MAX_GROUP_FIELDS, RULES
+from incisive.common.query_spec import DOMAINS, MAX_FILTER_VALUE, MAX_GROUP_FIELDS, RULES
 
 MAX_UNITS = 100_000_000  # no node holds more units than this
 MAX_K = 1000  # the node policy's upper bound for min_cell_count

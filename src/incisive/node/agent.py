@@ -28,7 +28,7 @@ from incisive.common.errors import IncisiveError
 from incisive.common.exit_codes import ExitCode
 from incisive.common.logging import get_logger
 from incisive.common.protocol import Job, JobType, Result, UnknownJobType
-from incisive.node import federated
+from incisive.node import aggregates
 from incisive.node.agent_link import AGENT_DIR, AgentSettings, LinkError, SignedClient, agent_key_path
 from incisive.node.agent_state import AgentState
 from incisive.node.catalogue import queries
@@ -92,11 +92,11 @@ def run_query(node: Node, job: Job, overlap: OverlapLog | None = None) -> Result
     try:
         with node.catalogue.session() as s:
             if kind is JobType.COUNT:
-                result = federated.count(s, list(payload.get("by") or []), payload.get("where"),
+                result = aggregates.count(s, list(payload.get("by") or []), payload.get("where"),
                                          str(payload.get("unit", "patients")), k,
                                          _guard(policy, payload, overlap_log))
             else:
-                result = federated.summary(s, str(payload.get("metric", "")), k)
+                result = aggregates.summary(s, str(payload.get("metric", "")), k)
     except Refused as exc:
         return Result.refused(str(exc)[:300], rule=exc.rule)
     except ValueError as exc:

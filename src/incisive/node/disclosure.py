@@ -1,6 +1,6 @@
 """The node's disclosure control of a count table: what may leave the node, computed from the unit sets.
 
-Rules, in order (names as in :data:`incisive.common.federated.RULES`):
+Rules, in order (names as in :data:`incisive.common.query_spec.RULES`):
 
 * ``min_subset`` / ``filter_value`` (only with a ``where``): the filtered units and the rest of the node's units
   must each number at least max(min_subset, k), and every filter value must have at least k units on its own;
@@ -17,7 +17,7 @@ Rules, in order (names as in :data:`incisive.common.federated.RULES`):
   with probability r/b, else down to qb, so it is unbiased (E = n) with variance r(b−r). The coin is keyed by the
   unit set (HMAC under the node's key), so asking again gives the same rounding and averaging repeats learns
   nothing;
-* with ε (``epsilon``): the cells are the whole declared domain (:data:`incisive.common.federated.DOMAINS`),
+* with ε (``epsilon``): the cells are the whole declared domain (:data:`incisive.common.query_spec.DOMAINS`),
   each count gets Laplace(1/ε) noise here on the node (rounded, clamped at 0) and is shown only when the noisy
   value is ≥ k; empty and small cells are listed alike. No margins, total or suppressed figure.
 """
@@ -32,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from incisive.common.federated import DOMAINS, MAX_DP_CELLS, OTHER
+from incisive.common.query_spec import DOMAINS, MAX_DP_CELLS, OTHER
 from incisive.node.overlap import OverlapSession
 
 Key = tuple[str, ...]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from incisive.common.federated import MAX_FILTER_VALUE, MAX_GROUP_FIELDS
+from incisive.common.query_spec import MAX_FILTER_VALUE, MAX_GROUP_FIELDS
 from incisive.platform.errors import BadRequest, Unauthorized
 from incisive.platform.hub import query_key
 from incisive.platform.models import User

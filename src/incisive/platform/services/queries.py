@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from incisive.common.federated import METRICS, RULES, UNITS, parse_fields, parse_where
 from incisive.common.protocol import CountResult, ProtocolViolation, SummaryResult, check_count, check_summary
+from incisive.common.query_spec import METRICS, RULES, UNITS, parse_fields, parse_where
 from incisive.platform.errors import BadRequest, Forbidden
 from incisive.platform.models import Query, User
 from incisive.platform.services import audit, disclosure, jobs, new_id, nodes, users, utcnow

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import distinct, func, select
 
-from incisive.common.federated import DOMAINS, parse_fields
-from incisive.node import federated
+from incisive.common.query_spec import DOMAINS, parse_fields
+from incisive.node import aggregates
 from incisive.node.catalogue.models import ClinicalRecord, Patient, Series, Study
 from incisive.node.disclosure import Guard, Refused, laplace, protect
 from incisive.node.home import Node
@@ -29,46 +29,46 @@ def filled(node: Node, cohort: Path) -> Node:
 
 def test_counts_match_the_catalogue(filled: Node) -> None:
     with filled.catalogue.session() as s:
-        result = federated.count(s, ["modality"], None, "patients", 1)
+        result = aggregates.count(s, ["modality"], None, "patients", 1)
         truth = dict(s.execute(select(Series.modality, func.count(distinct(Study.patient_id)))
                                .join(Study, Study.id == Series.study_id).group_by(Series.modality)).all())
         cells = {c["key"][0]: c["count"] for c in result["cells"]}
         assert cells == {m or "unknown": n for m, n in truth.items()}
         everyone = {p for (p,) in s.execute(select(Patient.pseudonym))} | {
             p for (p,) in s.execute(select(ClinicalRecord.pseudonym))}
-        by_cancer = federated.count(s, ["cancer_type"], None, "patients", 1)
+        by_cancer = aggregates.count(s, ["cancer_type"], None, "patients", 1)
         assert sum(c["count"] for c in by_cancer["cells"]) == len(everyone) == by_cancer["total"]
-        series = federated.count(s, ["modality"], None, "series", 1)
+        series = aggregates.count(s, ["modality"], None, "series", 1)
         assert sum(c["count"] for c in series["cells"]) == s.scalar(select(func.count(Series.id)))
 
 
 def test_filters_labels_and_suppression(filled: Node) -> None:
     with filled.catalogue.session() as s:
-        lesion = federated.count(s, ["label.lesion"], None, "patients", 1)
+        lesion = aggregates.count(s, ["label.lesion"], None, "patients", 1)
         assert {c["key"][0] for c in lesion["cells"]} <= {"0", "1", "unknown"}
-        labels = federated.count(s, ["label"], None, "patients", 1)
+        labels = aggregates.count(s, ["label"], None, "patients", 1)
         assert any(c["key"][0].startswith("lesion=") for c in labels["cells"])
-        mr = federated.count(s, ["sex"], {"modality": "MR"}, "patients", 1)
-        everything = federated.count(s, ["sex"], None, "patients", 1)
+        mr = aggregates.count(s, ["sex"], {"modality": "MR"}, "patients", 1)
+        everything = aggregates.count(s, ["sex"], None, "patients", 1)
         assert sum(c["count"] for c in mr["cells"]) <= sum(c["count"] for c in everything["cells"])
-        strict = federated.count(s, ["modality", "sex"], None, "patients", 1000)
+        strict = aggregates.count(s, ["modality", "sex"], None, "patients", 1000)
         assert strict["cells"] == [] and strict["total"] is None and strict["suppressed"] is None
         assert strict["margins"] == {"modality": [], "sex": []} and strict["withheld_by"] == ["min_cell_count"]
         with pytest.raises(ValueError):
-            federated.count(s, ["patient_name"], None, "patients", 5)
+            aggregates.count(s, ["patient_name"], None, "patients", 5)
         with pytest.raises(ValueError):
-            federated.count(s, ["sex"], {"sex; DROP TABLE patient": "F"}, "patients", 5)
+            aggregates.count(s, ["sex"], {"sex; DROP TABLE patient": "F"}, "patients", 5)
         with pytest.raises(ValueError):
-            federated.count(s, ["sex"], None, "bytes", 5)
+            aggregates.count(s, ["sex"], None, "bytes", 5)
 
 
 def test_summaries(filled: Node) -> None:
     with filled.catalogue.session() as s:
-        rows = federated.summary(s, "rows", 1)
+        rows = aggregates.summary(s, "rows", 1)
         assert rows["n"] > 0 and rows["sum"] / rows["n"] > 0
-        assert federated.summary(s, "studies_per_patient", 10**6)["n"] is None
+        assert aggregates.summary(s, "studies_per_patient", 10**6)["n"] is None
         with pytest.raises(ValueError):
-            federated.summary(s, "age", 1)
+            aggregates.summary(s, "age", 1)
 
 
 def sets(counts: dict[tuple[str, ...], int]) -> dict[tuple[str, ...], set[str]]:
@@ -105,16 +105,16 @@ def attack(node: Node) -> Node:
 def test_subset_rules(attack: Node) -> None:
     guard = Guard(k=5, min_subset=10)
     with attack.catalogue.session() as s:
-        women = federated.count(s, ["cancer_type"], {"sex": "F"}, "patients", 5, guard)  # 20 and 18
+        women = aggregates.count(s, ["cancer_type"], {"sex": "F"}, "patients", 5, guard)  # 20 and 18
         assert women["total"] == 20 and women["population"] == PATIENTS
         with pytest.raises(Refused) as refused:  # the one man with an unknown cancer type
-            federated.count(s, ["age_band"], {"sex": "M", "cancer_type": "unknown"}, "patients", 5, guard)
+            aggregates.count(s, ["age_band"], {"sex": "M", "cancer_type": "unknown"}, "patients", 5, guard)
         assert refused.value.rule == "min_subset" and "at least 10" in str(refused.value)
         with pytest.raises(Refused) as refused:  # 20 women are enough, but the rest (18 men) is not
-            federated.count(s, ["cancer_type"], {"sex": "F"}, "patients", 5, Guard(k=5, min_subset=19))
+            aggregates.count(s, ["cancer_type"], {"sex": "F"}, "patients", 5, Guard(k=5, min_subset=19))
         assert refused.value.rule == "min_subset"
         with pytest.raises(Refused) as refused:  # colorectal has 2 patients: a filter value below k
-            federated.count(s, ["sex"], {"cancer_type": "colorectal"}, "patients", 5, Guard(k=5, min_subset=1))
+            aggregates.count(s, ["sex"], {"cancer_type": "colorectal"}, "patients", 5, Guard(k=5, min_subset=1))
         assert refused.value.rule == "filter_value" and "'cancer_type'" in str(refused.value)
 
 
@@ -124,7 +124,7 @@ def test_overlap_control_across_queries_and_researchers(attack: Node) -> None:
         def ask(requester: str, project: str | None, where: dict[str, str] | None) -> dict[str, int]:
             guard = Guard(k=5, min_subset=10, overlap=log.session(requester, project, "patients", 5), key=log.key)
             with attack.catalogue.session() as s:
-                out = federated.count(s, ["cancer_type"], where, "patients", 5, guard)
+                out = aggregates.count(s, ["cancer_type"], where, "patients", 5, guard)
             return {c["key"][0]: c["count"] for c in out["cells"]}
 
         assert ask("rita", "p1", None)["unknown"] == 6
@@ -155,7 +155,7 @@ def test_rounding_is_unbiased_and_stable() -> None:
 
 def test_rounded_table(attack: Node) -> None:
     with attack.catalogue.session() as s:
-        out = federated.count(s, ["cancer_type"], None, "patients", 5, Guard(k=5, rounding=5, key=b"z" * 32))
+        out = aggregates.count(s, ["cancer_type"], None, "patients", 5, Guard(k=5, rounding=5, key=b"z" * 32))
     assert out["rounding"] == 5 and all(c["count"] % 5 == 0 for c in out["cells"])
     truth = {"breast": 10, "lung": 12, "prostate": 8, "unknown": 6}
     for cell in out["cells"]:
@@ -164,13 +164,13 @@ def test_rounded_table(attack: Node) -> None:
 
 def test_noisy_counts_cover_the_declared_domain(attack: Node) -> None:
     with attack.catalogue.session() as s:
-        out = federated.count(s, ["cancer_type", "sex"], None, "patients", 5, Guard(k=5, epsilon=1.0))
+        out = aggregates.count(s, ["cancer_type", "sex"], None, "patients", 5, Guard(k=5, epsilon=1.0))
         assert [tuple(c["key"]) for c in out["cells"]] == [(c, x) for c in DOMAINS["cancer_type"]
                                                            for x in DOMAINS["sex"]]
         assert all(c["count"] is None or c["count"] >= 5 for c in out["cells"])
         assert out["dp"] == {"mechanism": "laplace", "epsilon": 1.0} and out["total"] is None
         with pytest.raises(Refused) as refused:
-            federated.count(s, ["body_part"], None, "patients", 5, Guard(k=5, epsilon=1.0))
+            aggregates.count(s, ["body_part"], None, "patients", 5, Guard(k=5, epsilon=1.0))
         assert refused.value.rule == "dp_domain"
 
 

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from incisive.common.federated import IMAGING_FIELDS, METRICS, UNITS, UNKNOWN, parse_fields, parse_where
+from incisive.common.query_spec import IMAGING_FIELDS, METRICS, UNITS, UNKNOWN, parse_fields, parse_where
 from incisive.node.catalogue.models import ClinicalRecord, Instance, Patient, Series, Study
 from incisive.node.disclosure import Guard, check_subset, noisy, protect
 
