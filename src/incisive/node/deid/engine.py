@@ -88,6 +88,10 @@ class _Run:
     names: set[str] = field(default_factory=set)
     to_clean: list[tuple[Dataset, int, str, int]] = field(default_factory=list)
 
+    def level(self, parent: int, tag: int) -> str | None:
+        """REQUIRED, PRESENT or None (optional) for the attribute ``tag`` inside the sequence ``parent``."""
+        return self.required.get((parent, tag))
+
 
 @lru_cache(maxsize=8192)
 def shift_date(value: str, days: int) -> str:
@@ -194,11 +198,11 @@ class Deidentifier:
         elif action == "X":
             self._drop(ds, tag, vr, parent, rule, run)
         elif action in ("CS", "CSR"):
-            wanted = action == "CSR" or run.required.get((parent, tag)) == REQUIRED
+            wanted = action == "CSR" or run.level(parent, tag) == REQUIRED
             if not (wanted and all(is_code_string(v) for v in _values(ds[tag].value))):
                 self._drop(ds, tag, vr, parent, rule, run)
         elif action == "Z":
-            if run.required.get((parent, tag)) == REQUIRED:
+            if run.level(parent, tag) == REQUIRED:
                 self._dummy(ds, tag, vr, parent, run)
             else:
                 self._empty(ds, tag, vr)
@@ -211,12 +215,9 @@ class Deidentifier:
         elif action == "C":
             run.to_clean.append((ds, tag, vr, parent))
 
-    def _level(self, parent: int, tag: int, run: _Run) -> str | None:
-        return run.required.get((parent, tag))
-
     def _drop(self, ds: Dataset, tag: int, vr: str, parent: int, rule: Rule, run: _Run) -> None:
         """Remove, or empty (Type 2), or replace with a dummy (Type 1): never break the IOD."""
-        level = self._level(parent, tag, run)
+        level = run.level(parent, tag)
         if level == REQUIRED:
             self._dummy(ds, tag, vr, parent, run)
         elif level == PRESENT:
@@ -227,7 +228,7 @@ class Deidentifier:
             run.result.removed[keyword_of(tag)] += 1
 
     def _sequence(self, ds: Dataset, tag: int, parent: int, action: str, run: _Run) -> None:
-        level = self._level(parent, tag, run)
+        level = run.level(parent, tag)
         if action in ("X", "Z") and level != REQUIRED:
             if level == PRESENT:
                 ds[tag].value = Sequence()
@@ -266,8 +267,6 @@ class Deidentifier:
             ds[tag] = DataElement(tag, vr, 0)
         elif vr in BINARY_VRS:
             ds[tag] = DataElement(tag, vr, b"")
-        elif vr == "SQ":
-            ds[tag] = DataElement(tag, vr, Sequence())
         else:
             ds[tag] = DataElement(tag, vr, _STRING_DUMMY.get(vr, "ANONYMIZED"))
 
@@ -292,7 +291,7 @@ class Deidentifier:
         if not values:
             return
         shifted = [shift_date(v, run.days) for v in values]
-        if not all(shifted) and self._level(parent, tag, run) == REQUIRED:
+        if not all(shifted) and run.level(parent, tag) == REQUIRED:
             shifted = [v or _STRING_DUMMY[vr] for v in shifted]
         ds[tag] = DataElement(tag, vr, (shifted if len(shifted) > 1 else shifted[0]) or None)
 
@@ -304,7 +303,7 @@ class Deidentifier:
             return
         names = frozenset(run.names)
         cleaned = [clean_text(v, names) for v in _values(ds[tag].value)]
-        if not any(cleaned) and self._level(parent, tag, run) == REQUIRED:
+        if not any(cleaned) and run.level(parent, tag) == REQUIRED:
             self._dummy(ds, tag, vr, parent, run)
             return
         value: str | list[str] | None = cleaned if len(cleaned) > 1 else (cleaned[0] if cleaned else None)
