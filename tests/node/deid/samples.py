@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
@@ -13,6 +14,7 @@ CT = "1.2.840.10008.5.1.4.1.1.2"
 ENHANCED_CT = "1.2.840.10008.5.1.4.1.1.2.1"
 RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
 REPORT = "Mrs Jane Doe (MRN 12345678, DOB 01/02/1960) seen today; call 0612-345678"
+SECRETS = ("Jane", "Doe", "12345678", "0612", "345678", "1960", "Smith")
 
 
 def base(sop_class: str) -> Dataset:
@@ -66,3 +68,19 @@ def to_bytes(ds: Dataset) -> bytes:
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     ds.save_as(buf, enforce_file_format=True)
     return buf.getvalue()
+
+
+
+def leaks(blob: str | bytes, secrets: tuple[str, ...] = SECRETS) -> list[str]:
+    """The ``secrets`` found in ``blob`` as whole words (not inside a longer run of letters or digits).
+
+    Whole words because random output holds short digit runs by chance: a shifted study date 20160612 holds
+    "0612", and four pseudonymised UIDs (2.25.<~39 random digits>, blanked here anyway) hold "1960" about 1.5 %
+    of the time; both made "no secret in the output" checks flaky.
+    """
+    text = blob.decode("latin-1") if isinstance(blob, bytes) else blob
+    text = _UID.sub("<uid>", text)
+    return [s for s in secrets if re.search(rf"(?<![A-Za-z0-9]){re.escape(s)}(?![A-Za-z0-9])", text, re.I)]
+
+
+_UID = re.compile(r"(?<![0-9.])2\.25\.[0-9]{10,}")
