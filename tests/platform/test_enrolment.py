@@ -3,12 +3,14 @@ revocation that cuts a node off at once."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from incisive.common import signing
+from incisive.platform.home import Platform
 from incisive.platform.models import SeenNonce
 from incisive.platform.services import nodes
-from tests.platform.conftest import Api, FakeNode, enrol_fake, invite
+from tests.platform.conftest import Api, FakeNode, _api, enrol_fake, invite
 
 
 def _enrol(api: Api, token: str, node_id: str = "hospital-b") -> int:
@@ -118,3 +120,38 @@ def test_invite_token_never_stored_or_audited(api: Api) -> None:
     assert token not in export
     if api.platform.db.dialect == "sqlite":
         assert token.encode() not in (api.platform.home / "platform.db").read_bytes()
+
+
+def test_revocation_refuses_a_waiting_long_poll_at_once(platform: Platform) -> None:
+    """Two agents of one node are blocked in 20 s long-polls (the platform holds polls up to 30 s, its wake-up
+    tick is 5 s): both get 403 within 2 s of the revoke, well before any tick or the end of the wait."""
+    platform.settings = platform.settings.model_copy(update={"long_poll_s": 30.0})
+    api_iter = _api(platform)
+    api = next(api_iter)
+    try:
+        fake = enrol_fake(api)
+        hub = api.client.app.state.hub  # type: ignore[attr-defined]
+        answers: list[tuple[int, float]] = []
+
+        def poll() -> None:
+            r = fake.send("GET", "/agent/v1/jobs?wait=20")
+            answers.append((r.status_code, time.monotonic()))
+
+        waiters = [threading.Thread(target=poll, daemon=True) for _ in range(2)]
+        for t in waiters:
+            t.start()
+        deadline = time.monotonic() + 30
+        while hub._waiters.get(fake.node_id, 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert hub._waiters.get(fake.node_id, 0) == 2, "the long-polls never started waiting"
+        time.sleep(0.2)  # both are inside the wait now
+        revoked_at = time.monotonic()
+        assert api.client.post(f"/api/v1/nodes/{fake.node_id}/revoke", headers=api.h("admin")).status_code == 200
+        for t in waiters:
+            t.join(25)
+        assert len(answers) == 2
+        assert [code for code, _ in answers] == [403, 403]
+        late = max(at for _, at in answers) - revoked_at
+        assert late < 2.0, f"a waiting long-poll was refused {late:.1f} s after the revoke"
+    finally:
+        api_iter.close()

@@ -131,7 +131,7 @@ async def _long_poll(request: Request, wait: float,
             event.clear()
             found = hub.take(node_id)  # handed over in memory by a query of this process
             if found or (woken and hub.idle(node_id)):
-                continue  # (every tick without a wake-up still asks the database: redelivery, revocation)
+                continue  # (every tick without a wake-up asks the database: redelivery; a revoke bumps the generation)
             generation = hub.generation(node_id)
             found = await run_in_threadpool(claim)
             if not found:

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from incisive.platform.hub import node_key
 from incisive.platform.routes.deps import Db, HubDep, Principal, Settings, require
 from incisive.platform.services import nodes
 
@@ -46,5 +45,7 @@ async def revoke(node_id: Annotated[str, Path(min_length=1, max_length=63, patte
         with db.session() as s:
             nodes.revoke(s, node_id, principal.username)
     await run_in_threadpool(work)
-    hub.notify(node_key(node_id))  # a waiting long-poll wakes up and is refused at once
+    # bump the node's generation and wake its long-polls: each re-checks the database (not idle any more) and is
+    # refused at once, instead of skipping the wake-up as one that brought no job (tests/platform/test_enrolment.py)
+    hub.job_queued(node_id)
     return {"node_id": node_id, "revoked": True}
