@@ -68,3 +68,34 @@ class Task(Protocol):
     def build_model(self, manifest: dict[str, Any]) -> nn.Module: ...
 
     def load_data(self, source: DataSource, manifest: dict[str, Any], split: str) -> Dataset: ...
+
+
+@dataclass(frozen=True)
+class DeclaredOutput:
+    """What a bundle's code may let out of the sandbox for one job type (everything else is "output rejected")."""
+
+    parameters: bool = False  # the model's parameters: arrays named, shaped and typed as build_model declares
+    metrics: tuple[str, ...] = ()  # finite numbers
+    dp_metrics: tuple[str, ...] = ()  # added to ``metrics`` when the job runs with differential privacy
+    histograms: tuple[str, ...] = ()  # score histograms (fixed bins, counts per bin)
+    scores: bool = False  # one float per input item, in the order of ``items.json``
+
+    def describe(self) -> list[str]:
+        """One line per output, for people (``incisive node policy review``)."""
+        lines = ["the model's parameters (names, shapes and dtypes of build_model's state)"] if self.parameters \
+            else []
+        if self.metrics:
+            extra = f" (+ {', '.join(self.dp_metrics)} when DP)" if self.dp_metrics else ""
+            lines.append(f"metrics: {', '.join(self.metrics)}{extra}")
+        if self.histograms:
+            lines.append(f"score histograms: {', '.join(self.histograms)}")
+        if self.scores:
+            lines.append("one float score per input item")
+        return lines
+
+
+DECLARED_OUTPUTS: dict[str, DeclaredOutput] = {
+    "train": DeclaredOutput(parameters=True, metrics=("loss", "n"), dp_metrics=("dp_epsilon",)),
+    "evaluate": DeclaredOutput(metrics=("loss", "n", "accuracy", "auc"), histograms=("neg", "pos")),
+    "infer": DeclaredOutput(scores=True),
+}
