@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import csv
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from incisive.common.errors import InputError
-from incisive.node.catalogue.models import ClinicalRecord, Patient
+from incisive.node.catalogue.models import ClinicalRecord, Patient, Study
 from incisive.node.home import Node
 from incisive.node.ingest.clinical import import_clinical
 from incisive.node.ingest.dicom_import import import_dicom
@@ -32,7 +34,20 @@ def test_pseudonyms_match_dicom_import(node: Node, cohort: Path) -> None:
     assert (record.age_band and "-" in record.age_band) or record.age_band == "90+"
     assert set(record.labels) == {"lesion"}
     assert "patient_name" not in record.fields and "patient_id" not in record.fields
-    assert record.fields["diagnosis_date"] != "2021-05-04"  # dates are shifted
+    # every date is shifted by the patient's keyed offset (1826-3651 days back), the same offset as the patient's
+    # DICOM dates: the synthetic diagnosis is 20 days before the study, and stays 20 days before the shifted study
+    original = {node.pseudonymiser.patient(row["patient_id"]): date.fromisoformat(row["diagnosis_date"])
+                for row in csv.DictReader((cohort / "clinical.csv").open(encoding="utf-8"))}
+    with node.catalogue.session() as s:
+        study_dates = {pseudonym: day for pseudonym, day in s.execute(
+            select(Patient.pseudonym, Study.study_date).join(Study, Study.patient_id == Patient.id))}
+    assert len(original) == len(records)
+    for r in records:
+        shifted = date.fromisoformat(r.fields["diagnosis_date"])
+        assert 1826 <= (original[r.pseudonym] - shifted).days <= 3651, "a clinical date was not shifted"
+        if r.pseudonym in study_dates:
+            assert study_dates[r.pseudonym] - shifted == timedelta(days=20), "clinical and DICOM offsets differ"
+    assert len(linked & study_dates.keys()) >= 5
     again = import_clinical(node, cohort / "clinical.csv", drop=["patient_name"])
     assert again.counts["records"] == 0 and again.counts["updated"] == report.counts["records"]
 
