@@ -1,8 +1,15 @@
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from incisive.node.deid.text import clean_text
+from incisive.node.deid.text import _VOCABULARY, clean_text
+
+UNITS = {"mm", "cm", "m", "ms", "s", "sec", "min", "kv", "kvp", "mas", "ma", "t", "x", "ml", "mgy", "gy", "hu",
+         "deg", "mhz"}
+_UNIT = "|".join(sorted(UNITS, key=len, reverse=True))
+MEASUREMENT = re.compile(rf"[0-9]{{1,4}}(?:\.[0-9]{{1,3}})?(?:{_UNIT}|%)?|t[0-9]{{1,2}}|b[0-9]{{1,4}}")
 
 
 @pytest.mark.parametrize(
@@ -25,8 +32,23 @@ def test_output_only_holds_vocabulary_or_measurements(raw: str) -> None:
     out = clean_text(raw)
     assert len(out) <= max(len(raw) * 2, 1)
     for token in out.split():
-        assert token.isupper() or any(c.isdigit() for c in token)
+        low = token.lower()
+        # the allow-list's own words, or a measurement (written out here, not taken from the cleaner)
+        assert low in _VOCABULARY or MEASUREMENT.fullmatch(low) or low in UNITS, token
+        assert low in raw.lower() or low.rstrip("%") in raw.lower(), f"{token} is not from the input"
         assert not (len(token) >= 5 and token.isdigit())  # no id- or date-like digit runs
+
+
+@given(st.lists(st.sampled_from(["ct", "Thorax", "axial", "5mm", "t2", "120", "kV", "Smith", "jane", "MRN",
+                                 "7734521", "f/u", "Doe", "PACS", "ward", "Garcia-Lopez", "b1000", "x"]),
+                max_size=12).map(" ".join))
+def test_only_allow_listed_words_survive(raw: str) -> None:
+    """Words that are neither imaging vocabulary nor measurements (names, ids, hospital jargon) never survive."""
+    kept = set(clean_text(raw).lower().split())
+    assert not kept & {"smith", "jane", "mrn", "7734521", "f/u", "doe", "pacs", "ward", "garcia-lopez", "garcia",
+                       "lopez", "f", "u"}
+    for word in ("ct", "thorax", "axial", "5mm", "t2", "b1000"):
+        assert (word in kept) == (word in raw.lower().split())
 
 
 @pytest.mark.parametrize(
