@@ -95,6 +95,12 @@ class NodeSettings(TomlSettings):
         description="Calling AE titles allowed to associate (C-ECHO/C-STORE/C-FIND); others are rejected",
     )
     max_pdu_bytes: int = Field(default=1 << 20, ge=4096, le=1 << 26, description="Largest DIMSE PDU accepted")
+    # TLS (docs/dicom-network.md "TLS"); `node serve --dicom-tls-* / --tls-*` override these
+    dicom_tls_cert: str = Field(default="", description="PEM certificate chain of the DICOM port; empty = no TLS")
+    dicom_tls_key: str = Field(default="", description="PEM private key of dicom_tls_cert")
+    dicom_tls_ca: str = Field(default="", description="CA bundle client certificates must chain to (required then)")
+    tls_cert: str = Field(default="", description="PEM certificate chain of the HTTP API (DICOMweb over https)")
+    tls_key: str = Field(default="", description="PEM private key of tls_cert")
 
     @field_validator("node_id")
     @classmethod

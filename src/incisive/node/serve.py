@@ -5,6 +5,10 @@ Start-up writes ``<node>/run/serve.pid``; a clean stop removes it. Finding it at
 means the last run was killed (``kill -9``, power cut): ``fsck --repair`` then re-catalogues objects that
 were fsynced but whose catalogue commit never happened, and clears partial writes, before any association
 is accepted. Acknowledged instances need no recovery: they were durable before the acknowledgement.
+
+TLS: ``dicom_tls`` (DIMSE, PS3.15 Annex B) and ``http_tls`` (DICOMweb over https) default to the node settings
+``dicom_tls_cert/key/ca`` and ``tls_cert/key`` (:mod:`incisive.node.net.tls`); each file is checked before anything
+listens.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from incisive.common.fsio import atomic_write_text
 from incisive.common.logging import get_logger
 from incisive.node.fsck import fsck
 from incisive.node.home import Node
+from incisive.node.net.tls import TlsFiles, http_options
 
 if TYPE_CHECKING:  # the servers are imported when serving, not for every CLI start
     import uvicorn
@@ -72,13 +77,20 @@ class NodeServices:
 
     def __init__(self, node: Node, host: str | None = None, dicom_port: int | None = None,
                  http_port: int | None = None, ae_title: str | None = None,
-                 allowed_aes: list[str] | None = None) -> None:
+                 allowed_aes: list[str] | None = None, dicom_tls: TlsFiles | None = None,
+                 http_tls: TlsFiles | None = None) -> None:
         self.node = node
+        s = node.settings
+        self.dicom_tls = dicom_tls or TlsFiles.from_options("DICOM TLS", s.dicom_tls_cert, s.dicom_tls_key,
+                                                            s.dicom_tls_ca)
+        self.http_tls = http_tls or TlsFiles.from_options("DICOMweb TLS", s.tls_cert, s.tls_key)
+        self._http_tls_options = http_options(self.http_tls) if self.http_tls is not None else {}
         self.host = host if host is not None else node.settings.listen_host
         self.http_port = http_port if http_port is not None else node.settings.http_port
         from incisive.node.net.scp import DicomServer
 
-        self.dicom: DicomServer = DicomServer(node, self.host, dicom_port, ae_title, allowed_aes)
+        self.dicom: DicomServer = DicomServer(node, self.host, dicom_port, ae_title, allowed_aes,
+                                                tls=self.dicom_tls)
         self._http: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._claimed = False
@@ -97,7 +109,7 @@ class NodeServices:
         from incisive.node.api.app import create_app
 
         config = uvicorn.Config(create_app(self.node), log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=5)
+                                timeout_graceful_shutdown=5, **self._http_tls_options)
         self._http = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._http.run, kwargs={"sockets": [sock]}, daemon=True,
                                         name="incisive-http")
@@ -123,15 +135,17 @@ class NodeServices:
 
 
 def serve_forever(node: Node, host: str | None = None, dicom_port: int | None = None, http_port: int | None = None,
-                  ae_title: str | None = None) -> None:
+                  ae_title: str | None = None, dicom_tls: TlsFiles | None = None,
+                  http_tls: TlsFiles | None = None) -> None:
     """Serve until SIGINT/SIGTERM: writes ``run/serve.json`` and prints one ``listening`` JSON line (ports) first."""
-    services = NodeServices(node, host, dicom_port, http_port, ae_title)
+    services = NodeServices(node, host, dicom_port, http_port, ae_title, dicom_tls=dicom_tls, http_tls=http_tls)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     bound = services.start()
     info = {"ae_title": services.dicom.ae_title, "host": services.host, "dicom_port": bound.dicom_port,
-            "http_port": bound.http_port, "pid": os.getpid()}
+            "http_port": bound.http_port, "pid": os.getpid(),
+            "tls": {"dicom": services.dicom.tls_mode(), "http": "on" if services.http_tls is not None else "off"}}
     atomic_write_text(node.home / "run" / "serve.json", json.dumps(info) + "\n")
     print(json.dumps({"event": "listening", **info}), flush=True)
     try:

@@ -8,12 +8,15 @@
 * A PDU longer than the negotiated maximum (plus slack) closes the association before it is read into memory
   (:func:`incisive.compat.pynetdicom_3_0_4.guard_pdu_length`).
 * C-STORE is answered only after the de-identified object is fsynced and its catalogue row committed.
+* With ``tls`` (``node serve --dicom-tls-cert/--dicom-tls-key [--dicom-tls-ca]``) the port speaks only TLS 1.2+
+  (PS3.15 Annex B), client certificates required when a CA is given (:mod:`incisive.node.net.tls`).
 """
 
 from __future__ import annotations
 
 import secrets
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -48,6 +51,7 @@ from incisive.node.deid.serialise import file_meta_bytes
 from incisive.node.home import Node
 from incisive.node.net import find
 from incisive.node.net.receive import Receiver
+from incisive.node.net.tls import TlsFiles, dicom_context, handshake
 
 log = get_logger("net.scp")
 
@@ -80,7 +84,8 @@ class DicomServer:
     """The node's DIMSE service; ``start()`` returns the bound port (``port=0`` picks a free one)."""
 
     def __init__(self, node: Node, host: str | None = None, port: int | None = None,
-                 ae_title: str | None = None, allowed_aes: list[str] | None = None) -> None:
+                 ae_title: str | None = None, allowed_aes: list[str] | None = None,
+                 tls: TlsFiles | None = None) -> None:
         s = node.settings
         self.node = node
         self.host = host if host is not None else s.listen_host
@@ -88,6 +93,8 @@ class DicomServer:
         self.ae_title = ae_title or s.ae_title
         self.allowed = [a.strip() for a in (allowed_aes if allowed_aes is not None else s.allowed_aes) if a.strip()]
         self.max_pdu = s.max_pdu_bytes
+        self.tls = tls
+        self._ssl_context = dicom_context(tls) if tls is not None else None  # bad files fail here, not later
         self._server: ThreadedAssociationServer | None = None
         self._receivers: dict[int, Receiver] = {}
         self._lock = threading.Lock()
@@ -121,16 +128,22 @@ class DicomServer:
             (evt.EVT_ABORTED, self._on_end),
             (evt.EVT_CONN_CLOSE, self._on_end),
         ]
-        server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers)
+        server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers,
+                                 ssl_context=self._ssl_context)
         assert server is not None
         server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
         self._server = server
         self.port = int(server.server_address[1])
-        log.info("DICOM SCP listening: ae=%s port=%d allowed_aes=%d", _safe_ae(self.ae_title), self.port,
-                 len(self.allowed))
+        log.info("DICOM SCP listening: ae=%s port=%d allowed_aes=%d tls=%s", _safe_ae(self.ae_title), self.port,
+                 len(self.allowed), self.tls_mode())
         if not self.allowed:
             log.warning("allowed_aes is empty: every association will be rejected")
         return self.port
+
+    def tls_mode(self) -> str:
+        if self.tls is None:
+            return "off"
+        return "on, client certificates required" if self.tls.ca is not None else "on"
 
     def stop(self) -> None:
         if self._server is not None:
@@ -143,9 +156,14 @@ class DicomServer:
 
     # -- handlers ------------------------------------------------------------------------------------------
     def _on_open(self, event: Any) -> None:
-        pynetdicom_3_0_4.install_event_reactors(event.assoc)  # event-driven loops instead of 1 ms polling
         sock: Any = event.assoc.dul.socket
         raw: socket.socket | None = getattr(sock, "socket", None)
+        if isinstance(raw, ssl.SSLSocket):  # on this association's thread, not in the accept loop
+            failed = handshake(raw)
+            if failed is not None:  # the closed socket ends the association (Evt17) before any PDU is read
+                log.warning("TLS handshake failed from %s: %s", event.assoc.requestor.address, failed)
+                return
+        pynetdicom_3_0_4.install_event_reactors(event.assoc)  # event-driven loops instead of 1 ms polling
         if raw is not None:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pynetdicom_3_0_4.guard_pdu_length(event.assoc, max(self.max_pdu, 65536) + 1024)
