@@ -146,3 +146,26 @@ def test_guard_pdu_length_refuses_long_reads(assoc: Any) -> None:
     with pytest.raises(OSError, match="PDU exceeds"):
         assoc.dul.socket.recv(101)
     assert reads == [100]
+
+
+# ---------------------------------------------------------------- reject_association (EVT_REQUESTED rejects)
+def test_run_reactor_skips_negotiation_for_a_handler_reject() -> None:
+    """``Association.run_reactor`` negotiates after ``EVT_REQUESTED`` unless ``is_rejected``/``is_aborted``
+    is set, and ``ACSE.send_reject`` sets ``is_rejected``; :func:`reject_association` relies on both.
+    Behaviour over real associations: ``tests/node/net/test_limits.py``."""
+    reactor = attr(Association, "run_reactor", PORT)
+    names = set(reactor.__code__.co_names)
+    assert {"EVT_REQUESTED", "is_rejected", "is_aborted", "negotiate_association", "shutdown_request"} <= names, \
+        "Association.run_reactor no longer checks is_rejected after EVT_REQUESTED: re-check reject_association"
+    send_reject = attr(pynetdicom.acse.ACSE, "send_reject", PORT)
+    assert params(send_reject) == ["self", "result", "source", "diagnostic"]
+    assert {"is_rejected", "send_pdu"} <= set(send_reject.__code__.co_names), \
+        "ACSE.send_reject no longer marks the association rejected: reject_association must set is_rejected"
+
+
+def test_reject_association_sends_then_ends(assoc: Any) -> None:
+    calls: list[Any] = []
+    assoc.acse.send_reject = lambda r, s, d: calls.append((r, s, d))
+    assoc.kill = lambda: calls.append("kill")
+    compat.reject_association(assoc, 0x02, 0x03, 0x02)
+    assert calls == [(0x02, 0x03, 0x02), "kill"]

@@ -34,6 +34,14 @@ whatever length a peer announces (up to 4 GiB) before anything checks it. The gu
 socket's ``recv`` and refuses a read above the limit (the connection closes). It is a security limit, not a speed
 patch, so it applies on every pynetdicom release, as it did before it moved here; the test of
 ``_read_pdu_data``'s shape says when an upgrade reads PDUs differently and the guard must be re-checked.
+
+**Rejecting from EVT_REQUESTED** (:func:`reject_association`): pynetdicom checks its own association limit
+(``maximum_associations``) over every open connection, silent ones included, so 32 sockets that send nothing
+lock real peers out. incisive counts its own slots after the AE title checks (:mod:`incisive.node.net.limits`)
+and rejects in an ``EVT_REQUESTED`` handler. pynetdicom 3.0.4 skips negotiation when the handler left the
+association rejected (``Association.run_reactor`` checks ``is_rejected``, which ``ACSE.send_reject`` sets) and
+then shuts the socket down at once; its own reject path calls ``kill()`` first, which waits until the DUL has
+sent the A-ASSOCIATE-RJ. The helper does the same, so the peer reads the reason instead of a closed socket.
 """
 
 from __future__ import annotations
@@ -215,3 +223,9 @@ def guard_pdu_length(assoc: Any, limit: int) -> None:
         return original(nr_bytes)
 
     sock.recv = guarded_recv
+
+
+def reject_association(assoc: Any, result: int, source: int, diagnostic: int) -> None:
+    """Send A-ASSOCIATE-RJ from an ``EVT_REQUESTED`` handler and stop pynetdicom negotiating the association."""
+    assoc.acse.send_reject(result, source, diagnostic)  # sets is_rejected: run_reactor will not negotiate
+    assoc.kill()  # as pynetdicom's own reject path: the DUL sends the A-ASSOCIATE-RJ before the socket closes

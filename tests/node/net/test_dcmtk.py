@@ -22,11 +22,11 @@ def test_echoscu_allowed_and_unknown_ae(sqlite_scp: DicomServer) -> None:
     echoscu = need_tool("echoscu")
     port = str(sqlite_scp.port)
     assert _run(echoscu, "-aet", "ECHOSCU", "-aec", "INCISIVE", "127.0.0.1", port).returncode == 0
-    refused = _run(echoscu, "-aet", "INTRUDER", "127.0.0.1", port)
+    refused = _run(echoscu, "-aet", "INTRUDER", "-aec", "INCISIVE", "127.0.0.1", port)
     assert refused.returncode != 0
     assert "Rejected" in refused.stderr or "rejected" in refused.stderr.lower()
     # still serving after a rejection
-    assert _run(echoscu, "-aet", "ECHOSCU", "127.0.0.1", port).returncode == 0
+    assert _run(echoscu, "-aet", "ECHOSCU", "-aec", "INCISIVE", "127.0.0.1", port).returncode == 0
     log = (sqlite_scp.node.log_dir / "incisive.log").read_text()
     assert "calling AE 'INTRUDER'" in log
 
@@ -36,7 +36,8 @@ def test_storescu_mixed_folder_then_findscu(scp: DicomServer, cohort: Path, tmp_
     files = [p for p in (cohort / "dicom").rglob("*") if p.is_file()]
     modalities = {str(pydicom.dcmread(p, stop_before_pixels=True).Modality) for p in files}
     assert {"CT", "MR"} <= modalities and len(modalities) >= 3  # mixed SOP classes, some quarantined
-    result = _run(storescu, "-aet", "STORESCU", "+sd", "+r", "127.0.0.1", str(scp.port), str(cohort / "dicom"))
+    result = _run(storescu, "-aet", "STORESCU", "-aec", "INCISIVE",
+                  "+sd", "+r", "127.0.0.1", str(scp.port), str(cohort / "dicom"))
     assert result.returncode == 0, result.stderr[-2000:]
     node = scp.node
     with node.catalogue.session() as s:
@@ -47,14 +48,15 @@ def test_storescu_mixed_folder_then_findscu(scp: DicomServer, cohort: Path, tmp_
     assert n_inst + n_quar == len(files) and n_quar >= 1
 
     # resending stores nothing new
-    assert _run(storescu, "-aet", "STORESCU", "+sd", "+r", "127.0.0.1", str(scp.port),
+    assert _run(storescu, "-aet", "STORESCU", "-aec", "INCISIVE", "+sd", "+r", "127.0.0.1", str(scp.port),
                 str(cohort / "dicom")).returncode == 0
     with node.catalogue.session() as s:
         assert queries.stats(s)["instances"] == n_inst
 
     out = tmp_path / "study"
     out.mkdir()
-    found = _run(findscu, "-aet", "FINDSCU", "-S", "-X", "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
+    found = _run(findscu, "-aet", "FINDSCU", "-aec", "INCISIVE",
+                 "-S", "-X", "-od", str(out), "-k", "QueryRetrieveLevel=STUDY",
                  "-k", "StudyInstanceUID", "-k", "PatientID", "-k", "NumberOfStudyRelatedInstances",
                  "127.0.0.1", str(scp.port))
     assert found.returncode == 0, found.stderr[-2000:]
@@ -65,7 +67,8 @@ def test_storescu_mixed_folder_then_findscu(scp: DicomServer, cohort: Path, tmp_
     some_study = sorted(study_uids)[0]
     out = tmp_path / "series"
     out.mkdir()
-    found = _run(findscu, "-aet", "FINDSCU", "-P", "-X", "-od", str(out), "-k", "QueryRetrieveLevel=SERIES",
+    found = _run(findscu, "-aet", "FINDSCU", "-aec", "INCISIVE",
+                 "-P", "-X", "-od", str(out), "-k", "QueryRetrieveLevel=SERIES",
                  "-k", f"StudyInstanceUID={some_study}", "-k", "SeriesInstanceUID", "-k", "Modality",
                  "-k", "NumberOfSeriesRelatedInstances", "127.0.0.1", str(scp.port))
     assert found.returncode == 0, found.stderr[-2000:]

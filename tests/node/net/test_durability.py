@@ -96,7 +96,7 @@ def test_kill_9_mid_stream(tmp_path: Path) -> None:
     Node.init(home, provider="Durability Hospital").catalogue.dispose()
 
     proc, port = start_serve(home)
-    sender = subprocess.Popen([storescu, "-v", "-aet", "STORESCU", "127.0.0.1", str(port), *files],
+    sender = subprocess.Popen([storescu, "-v", "-aet", "STORESCU", "-aec", "INCISIVE", "127.0.0.1", str(port), *files],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=NODELAY)
     assert sender.stdout is not None
     out: queue.Queue[str | None] = queue.Queue()
@@ -136,7 +136,8 @@ def test_kill_9_mid_stream(tmp_path: Path) -> None:
                 assert uid in held and node.quarantine.verify(held[uid])
         assert fsck(node).clean
 
-        resend = subprocess.run([storescu, "-aet", "STORESCU", "+sd", "+r", "127.0.0.1", str(port), str(folder)],
+        resend = subprocess.run([storescu, "-aet", "STORESCU", "-aec", "INCISIVE",
+                                 "+sd", "+r", "127.0.0.1", str(port), str(folder)],
                                 capture_output=True, text=True, env=NODELAY, timeout=TIMEOUT)
         assert resend.returncode == 0, resend.stderr[-2000:]
         with node.catalogue.session() as s:

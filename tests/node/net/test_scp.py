@@ -136,7 +136,7 @@ def test_c_find_bad_identifiers(sqlite_scp: DicomServer) -> None:
 def test_unsupported_context_rejected(sqlite_scp: DicomServer) -> None:
     ae = AE(ae_title="PYTEST")
     ae.add_requested_context(ModalityWorklistInformationFind)
-    assoc = ae.associate("127.0.0.1", sqlite_scp.port)
+    assoc = ae.associate("127.0.0.1", sqlite_scp.port, ae_title="INCISIVE")
     assert not assoc.is_established or not assoc.accepted_contexts
     if assoc.is_established:
         assoc.release()
@@ -181,7 +181,7 @@ def test_malformed_and_unidentifiable_datasets_refused(sqlite_scp: DicomServer, 
 def test_all_storage_classes_offered(sqlite_scp: DicomServer) -> None:
     ae = AE(ae_title="PYTEST")
     ae.requested_contexts = AllStoragePresentationContexts[:120]
-    assoc = ae.associate("127.0.0.1", sqlite_scp.port)
+    assoc = ae.associate("127.0.0.1", sqlite_scp.port, ae_title="INCISIVE")
     assert assoc.is_established
     assert len(assoc.accepted_contexts) == 120
     assoc.release()

@@ -1,7 +1,11 @@
 """DICOM SCP (pynetdicom): C-ECHO, C-STORE into the de-identifying ingest path, C-FIND over the catalogue.
 
 * Calling AEs must be on the node's allow-list (``allowed_aes``); others are rejected and logged (AE title
-  and peer address only — no PHI). An empty list rejects everyone.
+  and peer address only — no PHI). An empty list rejects everyone. The called AE title must be ours
+  (``check_called_ae``; A-ASSOCIATE-RJ *called-AE-title-not-recognized* otherwise).
+* Bounded: open connections are capped at accept time, association slots are taken only after both AE title
+  checks (strangers cannot hold them), and ACSE/DIMSE/network timeouts close silent or idle associations within
+  seconds (:mod:`incisive.node.net.limits`; node settings ``dicom_*``).
 * Associations run :mod:`incisive.compat.pynetdicom_3_0_4`'s event-driven loops (no 1 ms polling per message).
 * Every accepted socket gets ``TCP_NODELAY`` (see BENCHMARKS.md: without it loopback DIMSE pays ~40 ms per
   message to Nagle + delayed ACK).
@@ -50,6 +54,7 @@ from incisive.compat import pynetdicom_3_0_4
 from incisive.node.deid.serialise import file_meta_bytes
 from incisive.node.home import Node
 from incisive.node.net import find
+from incisive.node.net.limits import AssociationLimits, Budget
 from incisive.node.net.receive import Receiver
 from incisive.node.net.tls import TlsFiles, dicom_context, handshake
 
@@ -98,14 +103,19 @@ class DicomServer:
         self._server: ThreadedAssociationServer | None = None
         self._receivers: dict[int, Receiver] = {}
         self._lock = threading.Lock()
+        self.limits = AssociationLimits(Budget(s.dicom_max_associations, s.dicom_max_associations_per_peer,
+                                               s.dicom_max_connections, s.dicom_max_connections_per_peer))
 
     def _ae(self) -> AE:
         ae = AE(ae_title=self.ae_title)
         ae.maximum_pdu_size = self.max_pdu
-        ae.maximum_associations = 32
-        ae.network_timeout = 60
-        ae.acse_timeout = 30
-        ae.dimse_timeout = 60
+        s = self.node.settings
+        # pynetdicom's own limit counts every open connection; ours (limits.py) counts only known peers
+        ae.maximum_associations = s.dicom_max_connections
+        ae.network_timeout = s.dicom_network_timeout_s
+        ae.acse_timeout = s.dicom_acse_timeout_s
+        ae.dimse_timeout = s.dicom_dimse_timeout_s
+        ae.require_called_aet = s.check_called_ae
         # An empty allow-list must reject everyone; pynetdicom treats [] as "allow all".
         ae.require_calling_aet = self.allowed or [secrets.token_hex(8)]
         for cx in AllStoragePresentationContexts:
@@ -120,6 +130,7 @@ class DicomServer:
         ae = self._ae()
         handlers: list[Any] = [
             (evt.EVT_CONN_OPEN, self._on_open),
+            (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_REJECTED, self._on_rejected),
             (evt.EVT_C_ECHO, lambda event: SUCCESS),
             (evt.EVT_C_STORE, self._on_store),
@@ -132,6 +143,7 @@ class DicomServer:
                                  ssl_context=self._ssl_context)
         assert server is not None
         server.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+        server.verify_request = self._admit  # type: ignore[method-assign,assignment]
         self._server = server
         self.port = int(server.server_address[1])
         log.info("DICOM SCP listening: ae=%s port=%d allowed_aes=%d tls=%s", _safe_ae(self.ae_title), self.port,
@@ -168,9 +180,37 @@ class DicomServer:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         pynetdicom_3_0_4.guard_pdu_length(event.assoc, max(self.max_pdu, 65536) + 1024)
 
+    def _admit(self, _request: Any, client_address: Any) -> bool:
+        """``verify_request`` of the listening server: cap open connections before a thread is started."""
+        peer = str(client_address[0]) if isinstance(client_address, tuple) else str(client_address)
+        open_now = [a for a in self._server.ae.active_associations] if self._server is not None else []
+        from_peer = sum(1 for a in open_now if a.requestor.address == peer)
+        if self.limits.admit_connection(peer, len(open_now), from_peer):
+            return True
+        log.warning("connection from %s refused: %d connections open (%d from it)", peer, len(open_now), from_peer)
+        return False
+
+    def _on_requested(self, event: Any) -> None:
+        """Take an association slot once both AE titles passed; else A-ASSOCIATE-RJ local-limit-exceeded."""
+        assoc = event.assoc
+        rq = assoc.requestor.primitive
+        calling, called = str(rq.calling_ae_title).strip(), str(rq.called_ae_title).strip()
+        if calling not in self.allowed or (self.node.settings.check_called_ae and called != self.ae_title.strip()):
+            return  # pynetdicom rejects it (calling / called AE title not recognised) and we log EVT_REJECTED
+        peer = str(assoc.requestor.address)
+        if self.limits.acquire(id(assoc), peer):
+            return
+        log.warning("association rejected: calling AE '%s' from %s, association limit reached (%d open)",
+                    _safe_ae(calling), peer, self.limits.held)
+        pynetdicom_3_0_4.reject_association(assoc, 0x02, 0x03, 0x02)  # transient, provider, local-limit-exceeded
+
     def _on_rejected(self, event: Any) -> None:
-        log.warning("association rejected: calling AE '%s' from %s is not in allowed_aes",
-                    _safe_ae(event.assoc.requestor.ae_title), event.assoc.requestor.address)
+        rq = event.assoc.requestor.primitive
+        calling = str(rq.calling_ae_title).strip()
+        why = "is not in allowed_aes" if calling not in self.allowed else \
+            f"called AE '{_safe_ae(rq.called_ae_title)}' is not ours"
+        log.warning("association rejected: calling AE '%s' from %s %s", _safe_ae(calling),
+                    event.assoc.requestor.address, why)
 
     def _receiver(self, event: Any) -> Receiver:
         key = id(event.assoc)
@@ -181,6 +221,7 @@ class DicomServer:
             return r
 
     def _on_end(self, event: Any) -> None:
+        self.limits.release(id(event.assoc))
         with self._lock:
             r = self._receivers.pop(id(event.assoc), None)
         if r is not None:
