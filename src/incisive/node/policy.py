@@ -17,6 +17,10 @@
 * ``share_inference_summary``: whether the summary of a node-local inference run (counts and a score histogram,
   suppressed below k; never per-item rows or UIDs) may go to the platform. Off by default; a bundle approved
   with ``--share-inference-summary`` may share its own summaries even when this is off.
+* ``withheld_fields``: clinical fields and labels never given to bundle code; a bundle declaring one (or
+  declaring all fields without naming them) cannot be approved, and an approved one is refused at job time;
+* ``bundle_modalities``: the modalities whose pixels bundles may declare (empty = any);
+* ``require_review``: ``approve`` needs a recorded ``incisive node policy review`` of that sha256 (default off).
 """
 
 from __future__ import annotations
@@ -47,6 +51,14 @@ class Policy(BaseModel):
     rounding: int = Field(default=0, ge=0, le=100)
     require_dp: bool = False
     share_inference_summary: bool = False
+    withheld_fields: list[str] = Field(default_factory=list)
+    bundle_modalities: list[str] = Field(default_factory=list)
+    require_review: bool = False
+
+    @field_validator("bundle_modalities")
+    @classmethod
+    def _modalities(cls, value: list[str]) -> list[str]:
+        return [m.strip().upper() for m in value if m.strip()]
 
     @field_validator("job_types")
     @classmethod
