@@ -24,6 +24,7 @@ from incisive.cli import agent as agent_cmds
 from incisive.cli import check as check_cmd
 from incisive.cli import policy as policy_cmds
 from incisive.cli import serve as serve_cmd
+from incisive.cli import services as services_cmds
 from incisive.cli import status as status_cmd
 from incisive.cli import token as token_cmds
 from incisive.cli.options import HomeOpt, JsonOpt
@@ -245,3 +246,4 @@ app.command("status")(status_cmd.status)
 app.command("enrol")(agent_cmds.enrol)
 app.command("agent")(agent_cmds.agent)
 app.add_typer(policy_cmds.app, name="policy")
+app.command("install-services")(services_cmds.node_install_services)

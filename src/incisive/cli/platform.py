@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from incisive.cli import services as services_cmds
 from incisive.cli.options import JsonOpt
 from incisive.cli.options import PlatformHomeOpt as HomeOpt
 from incisive.common.output import console, print_json, table
@@ -20,6 +21,7 @@ user_app = typer.Typer(help="Platform users and their API tokens.", no_args_is_h
 node_app = typer.Typer(help="Enrolment invites and node revocation.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(node_app, name="node")
+app.command("install-services")(services_cmds.platform_install_services)
 
 LOCAL = "local-admin"
 

@@ -75,7 +75,7 @@ PROFILES: dict[str, Profile] = {
         skip=frozenset({
             "memory.slots", "memory.type", "storage.os-disk-type", "network.firewall", "access.ssh",
             "access.sshd-hardening", "access.integration-user", "access.password-policy",
-            "redundancy.backup-age",
+            "redundancy.backup-age", "runtime.services",
         }),
     ),
 }

@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "iptables-save": ("iptables-save",),
     "sshd-config": ("sshd", "-T"),
     "systemctl-is-active": ("systemctl", "is-active"),
+    "systemctl-is-enabled": ("systemctl", "is-enabled"),
     "getent-passwd": ("getent", "passwd"),
     "docker-info": ("docker", "info", "--format", "{{json .}}"),
     "mdadm-detail": ("mdadm", "--detail"),

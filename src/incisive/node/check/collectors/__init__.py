@@ -17,6 +17,7 @@ from incisive.node.check.collectors import (
     osinfo,
     redundancy,
     runtime,
+    services,
     storage,
 )
 from incisive.node.check.model import Facts
@@ -35,4 +36,5 @@ COLLECTORS: dict[str, Collector] = {
     "access": access.collect,
     "runtime": runtime.collect,
     "redundancy": redundancy.collect,
+    "services": services.collect,
 }

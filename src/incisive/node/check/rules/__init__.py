@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from incisive.node.check.model import Facts, Row
 from incisive.node.check.profiles import CheckContext, Profile
-from incisive.node.check.rules import access, gpu, hardware, platform
+from incisive.node.check.rules import access, gpu, hardware, platform, services
 
 Rule = Callable[[dict[str, Facts], Profile, CheckContext], list[Row]]
 
@@ -18,7 +18,7 @@ RULES: dict[str, Rule] = {
     "os": platform.judge_os,
     "network": platform.judge_network,
     "access": access.judge_access,
-    "runtime": access.judge_runtime,
+    "runtime": lambda f, p, c: [*access.judge_runtime(f, p, c), *services.judge_services(f, p, c)],
     "redundancy": access.judge_redundancy,
     "manual": access.judge_manual,
 }
@@ -31,7 +31,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "os": ("os",),
     "network": ("network", "os"),
     "access": ("access",),
-    "runtime": ("runtime",),
+    "runtime": ("runtime", "services"),
     "redundancy": ("redundancy",),
     "manual": (),
 }
