@@ -88,7 +88,9 @@ pids=($!)
 trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
 for _ in $(seq 120); do curl -sf "http://127.0.0.1:$pport/api/v1/health" >/dev/null && break; sleep 0.5; done
 export INCISIVE_PLATFORM_URL="http://127.0.0.1:$pport"
-export INCISIVE_TOKEN=$(incisive platform user add alice --role researcher --home "$out/platform" --json | jfield token)
+# the admin creates the account (a one-time activation secret); alice makes her own token with it
+secret=$(incisive platform user create alice --role researcher --home "$out/platform" --json | jfield activation_secret)
+export INCISIVE_TOKEN=$(incisive platform token activate alice --secret "$secret" --json | jfield token)
 for hospital in B C; do
   lower=$(echo $hospital | tr BC bc)
   incisive demo-data "$out/cohort-$lower" --patients 25 --seed $((RANDOM % 1000 + 100)) >/dev/null
@@ -129,7 +131,8 @@ for part in a b c; do
   dir=node; [ $part = a ] || dir=node-$part
   incisive node import --clinical "$out/bc-$part.csv" --home "$out/$dir" --json >/dev/null
 done
-admin=$(incisive platform user add ada --role admin --home "$out/platform" --json | jfield token)
+secret=$(incisive platform user create ada --role admin --home "$out/platform" --json | jfield activation_secret)
+admin=$(incisive platform token activate ada --secret "$secret" --json | jfield token)
 echo "The platform's admin registers the bundle (code + sha256 in the platform's model registry):"
 incisive model register "$(python3 -c 'import incisive.federated.bundles as b, os; print(os.path.dirname(b.__file__))')/tabular_risk" \
   --name tabular-risk --version 1 --token "$admin"

@@ -109,10 +109,76 @@ def test_node_log_verify_and_tamper(sqlite_node: object, tmp_path: Path) -> None
 
 def test_api_export_and_verify_hold_no_secrets(api: Api) -> None:
     r = api.client.post("/api/v1/users", json={"username": "bob", "role": "researcher"}, headers=api.h("admin"))
-    token = r.json()["token"]
+    secret = r.json()["activation_secret"]
+    token = api.client.post("/api/v1/activate", json={"username": "bob", "secret": secret}).json()["token"]
     invite = api.client.post("/api/v1/nodes/invites", json={"name": "H"}, headers=api.h("admin")).json()["token"]
     verify = api.client.get("/api/v1/audit/verify", headers=api.h("auditor")).json()
     assert verify["ok"] and verify["entries"] > 5
     export = api.client.get("/api/v1/audit/export", headers=api.h("admin")).text
-    assert token not in export and invite not in export
+    assert token not in export and invite not in export and secret not in export
     assert all(json.loads(line)["hash"] for line in export.splitlines())
+
+
+def _threaded_hits(url: str, token: str, n: int) -> list[int]:
+    import concurrent.futures
+
+    import httpx
+
+    def hit(_i: int) -> int:
+        return httpx.get(url + "/api/v1/users", headers={"Authorization": f"Bearer {token}"}, timeout=120).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=25) as pool:
+        return list(pool.map(hit, range(n)))
+
+
+def test_concurrent_denials_all_audited(platform: Platform) -> None:
+    """100 concurrent denied requests against a real server: 100 answers of 403, 100 entries, a valid chain
+    (before issue 16 on SQLite some answered 500 and left no entry)."""
+    from incisive.platform.server import ThreadedServer
+    from incisive.platform.services import users
+
+    with platform.db.session() as s:
+        token = users.add_user(s, "rhea", "researcher", 1.0, "test")[1]
+    server = ThreadedServer(platform.settings, platform.db).start()
+    try:
+        codes = _threaded_hits(server.url, token, 100)
+    finally:
+        server.stop()
+    assert codes == [403] * 100, sorted(set(codes))
+    with platform.db.session() as s:
+        denied = [e for e in audit.entries(s) if e["action"] == "access.denied"]
+        assert len(denied) == 100
+        assert audit.verify(s).ok
+
+
+def test_epsilon_underflow_is_refused_and_audited(api: Api) -> None:
+    """ε = 1e-310 (a denormal: 1/ε overflows) answered 500 with no audit entry; now a clean 422 with an entry."""
+    from tests.platform.conftest import enrol_fake
+
+    enrol_fake(api)
+    r = api.client.post("/api/v1/queries/count", json={"by": ["modality"], "epsilon": 1e-310, "timeout_s": 0.5},
+                        headers=api.h("researcher"))
+    assert r.status_code == 422, r.text
+    export = [json.loads(line) for line in
+              api.client.get("/api/v1/audit/export", headers=api.h("auditor")).text.splitlines()]
+    refused = [e for e in export if e["action"] == "query.count" and e["outcome"] == "refused"]
+    assert refused and refused[-1]["details"]["rule"] == "invalid_query"
+
+
+def test_every_500_still_writes_its_entry(api: Api, monkeypatch: object) -> None:
+    import pytest
+
+    from incisive.platform.services import nodes
+
+    def broken(*_a: object, **_k: object) -> None:
+        raise RuntimeError("injected failure")
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setattr(nodes, "list_nodes", broken)
+    r = api.client.get("/api/v1/nodes", headers=api.h("dp-manager"))
+    assert r.status_code == 500 and "injected" not in r.text
+    export = [json.loads(line) for line in
+              api.client.get("/api/v1/audit/export", headers=api.h("auditor")).text.splitlines()]
+    errors = [e for e in export if e["action"] == "request.error"]
+    assert errors and errors[-1]["actor"] == "dpmanager" and errors[-1]["target"] == "/api/v1/nodes"
+    assert errors[-1]["details"]["error"] == "RuntimeError"

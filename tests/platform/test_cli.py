@@ -22,13 +22,13 @@ def test_init_users_invite_nodes(tmp_path: Path) -> None:
     home = str(tmp_path / "p")
     assert runner.invoke(app, ["platform", "init", home]).exit_code == 0
     assert isinstance(runner.invoke(app, ["platform", "init", home]).exception, ConfigError)
-    r = runner.invoke(app, ["platform", "user", "add", "alice", "--role", "researcher", "--home", home, "--json"])
+    r = runner.invoke(app, ["platform", "user", "create", "alice", "--role", "researcher", "--home", home, "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.stdout)["token"].startswith("inc_")
-    assert runner.invoke(app, ["platform", "user", "add", "bob", "--role", "god", "--home", home]).exit_code != 0
+    assert json.loads(r.stdout)["activation_secret"].startswith("act_") and "token" not in json.loads(r.stdout)
+    assert runner.invoke(app, ["platform", "user", "create", "bob", "--role", "god", "--home", home]).exit_code != 0
     r = runner.invoke(app, ["platform", "user", "list", "--home", home, "--json"])
     assert [u["username"] for u in json.loads(r.stdout)] == ["alice"]
-    assert runner.invoke(app, ["platform", "user", "token", "alice", "--home", home]).stdout.startswith("inc_")
+    assert runner.invoke(app, ["platform", "user", "token", "alice", "--home", home]).exit_code != 0  # gone
     r = runner.invoke(app, ["platform", "node", "invite", "Hospital A", "--home", home, "--json"])
     assert json.loads(r.stdout)["token"].startswith("invite_")
     r = runner.invoke(app, ["platform", "nodes", "--home", home, "--json"])
@@ -50,8 +50,10 @@ def live(tmp_path: Path) -> Iterator[tuple[Platform, ThreadedServer]]:
 def test_query_cli_against_a_live_platform(live: tuple[Platform, ThreadedServer]) -> None:
     p, server = live
     home = str(p.home)
-    token = json.loads(runner.invoke(app, ["platform", "user", "add", "rita", "--role", "researcher", "--home",
-                                           home, "--json"]).stdout)["token"]
+    secret = json.loads(runner.invoke(app, ["platform", "user", "create", "rita", "--role", "researcher", "--home",
+                                            home, "--json"]).stdout)["activation_secret"]
+    token = json.loads(runner.invoke(app, ["platform", "token", "activate", "rita", "--secret", secret, "--platform",
+                                           server.url, "--json"]).stdout)["token"]
     r = runner.invoke(app, ["query", "count", "--by", "modality", "--url", server.url, "--token", token, "--json"])
     assert r.exception is not None and "no enrolled nodes" in str(r.exception)
     r = runner.invoke(app, ["query", "count", "--by", "nope", "--url", server.url, "--token", token])

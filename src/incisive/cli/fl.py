@@ -65,7 +65,12 @@ def train(ctx: typer.Context, model: Annotated[str, typer.Option(help="NAME:VERS
         rounds=rounds, strategy=strategy, proximal_mu=proximal_mu, dp_epsilon=dp_epsilon, secagg=secagg,
         round_timeout=round_timeout, min_nodes=min_nodes),
         progress=lambda s: None)
-    _status_table(job)
+    if json_out:
+        print_json({"job": job.spec, "server": job.server_state(), "rounds": job.rounds()})
+    else:
+        _status_table(job)
+    if job.spec.get("status") != "completed":
+        raise typer.Exit(ExitCode.PROBLEMS)
 
 
 def _after_start(api: Platform, job: dict[str, object], wait: bool, json_out: bool) -> None:

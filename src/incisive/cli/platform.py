@@ -10,17 +10,20 @@ import typer
 from incisive.cli import services as services_cmds
 from incisive.cli.options import JsonOpt
 from incisive.cli.options import PlatformHomeOpt as HomeOpt
-from incisive.common.output import console, print_json, table
+from incisive.cli.platform_tokens import app as token_app
+from incisive.common.output import console, err_console, print_json, table
 from incisive.platform.home import Platform
 from incisive.platform.rbac import Role
 from incisive.platform.services import nodes, users
 from incisive.platform.settings import resolve_platform_home
 
 app = typer.Typer(help="Run and administer the platform.", no_args_is_help=True)
-user_app = typer.Typer(help="Platform users and their API tokens.", no_args_is_help=True)
+user_app = typer.Typer(help="Platform accounts: create (activation secret), disable, enable, list.",
+                       no_args_is_help=True)
 node_app = typer.Typer(help="Enrolment invites and node revocation.", no_args_is_help=True)
 app.add_typer(user_app, name="user")
 app.add_typer(node_app, name="node")
+app.add_typer(token_app, name="token")
 app.command("install-services")(services_cmds.platform_install_services)
 
 LOCAL = "local-admin"
@@ -63,31 +66,70 @@ def serve(
     serve_forever(settings, platform.db)
 
 
-@user_app.command("add")
+def _created(data: dict[str, Any], json_out: bool) -> None:
+    if json_out:
+        print_json(data)
+        return
+    console.print(f"created {data['username']} ({data['role']}, person {data['person']}); one-time activation "
+                  f"secret (shown once, expires {data['activation_expires_at']}):")
+    console.print(data["activation_secret"], highlight=False)
+    console.print(f"give it to {data['username']}, who makes their own first token with "
+                  "'incisive platform token activate USER --secret … --platform URL'")
+
+
+@user_app.command("create")
+def user_create(
+    username: Annotated[str, typer.Argument(help="Login name (never reused, even after the account is disabled)")],
+    role: Annotated[Role, typer.Option(help="admin, dp-manager, researcher or auditor")],
+    person: Annotated[str | None, typer.Option(help="The person behind the account (e.g. an institutional "
+                                               "e-mail; default: the login name); budgets belong to the person")]
+    = None,
+    home: HomeOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Create an account; prints its one-time activation secret (never a token: nobody makes tokens for others)."""
+    platform = open_platform(home)
+    with platform.db.session() as s:
+        user, secret = users.create_user(s, username, role.value, platform.settings.default_dp_budget, LOCAL,
+                                         person, platform.settings.activation_ttl_s)
+        expires = user.activation_expires_at
+        data = {**users.user_dict(user), "activation_secret": secret,
+                "activation_expires_at": expires.isoformat() if expires else None}
+    _created(data, json_out)
+
+
+@user_app.command("add", hidden=True)
 def user_add(
     username: Annotated[str, typer.Argument(help="Login name")],
     role: Annotated[Role, typer.Option(help="admin, dp-manager, researcher or auditor")],
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Add a user; prints their API token once (only its hash is stored)."""
+    """Deprecated spelling of 'user create'."""
+    err_console.print("note: 'platform user add' is now 'platform user create'; it prints an activation secret")
+    user_create(username, role, None, home, json_out)
+
+
+def _set_disabled(username: str, disabled: bool, home: Path | None, json_out: bool) -> None:
     platform = open_platform(home)
     with platform.db.session() as s:
-        user, token = users.add_user(s, username, role.value, platform.settings.default_dp_budget, LOCAL)
-        data = {**users.user_dict(user), "token": token}
+        data = users.set_disabled(s, username, disabled, LOCAL)
     if json_out:
         print_json(data)
         return
-    console.print(f"added {data['username']} ({data['role']}); API token (shown once): {token}")
+    console.print(f"{username} {'disabled: every token refused' if disabled else 'enabled'}")
 
 
-@user_app.command("token")
-def user_token(username: str, home: HomeOpt = None) -> None:
-    """Issue another API token for a user (shown once)."""
-    platform = open_platform(home)
-    with platform.db.session() as s:
-        token = users.create_token(s, users.get_user(s, username), "cli", LOCAL)
-    console.print(token, highlight=False)
+@user_app.command("disable")
+def user_disable(username: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Disable an account: every one of its tokens is refused until it is enabled again."""
+    _set_disabled(username, True, home, json_out)
+
+
+@user_app.command("enable")
+def user_enable(username: str, home: HomeOpt = None, json_out: JsonOpt = False) -> None:
+    """Enable a disabled account again."""
+    _set_disabled(username, False, home, json_out)
 
 
 @user_app.command("list")
@@ -99,8 +141,9 @@ def user_list(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(rows)
         return
-    console.print(table("Users", ["user", "role", "disabled", "ε budget", "ε spent"],
-                        [(r["username"], r["role"], r["disabled"], r["dp_budget"], r["dp_spent"]) for r in rows]))
+    console.print(table("Users", ["user", "person", "role", "activated", "disabled", "ε budget", "ε spent"],
+                        [(r["username"], r["person"], r["role"], r["activated"], r["disabled"], r["dp_budget"],
+                          r["dp_spent"]) for r in rows]))
 
 
 @node_app.command("invite")

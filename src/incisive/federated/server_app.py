@@ -11,7 +11,7 @@ reply objects after 20 ms (``flwr.superlink.grid.http_grid.pull_objects`` replac
 from __future__ import annotations
 
 import hashlib
-import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from flwr.server.strategy import FedAvg, FedProx
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
 from incisive.federated import engine
-from incisive.federated.bundle import Registry, load_task
+from incisive.federated.bundle import Registry
 from incisive.federated.jobs import Job
 
 # reply pulls (each costs the SuperLink a PullMessages): REPLY_FIRST_POLL_S after the push, growing by
@@ -128,6 +128,36 @@ def recording_strategy(base: type, job: Job, **kwargs: Any) -> Any:
     return Recording(**kwargs)
 
 
+def initial_weights(bundle: Path, job: Job, seed: int, forbidden: list[Path]) -> list[np.ndarray]:
+    """The bundle's initial model, built in a sandbox (no network, no view of the platform's files): the
+    ServerApp never imports bundle code. The state must be a bounded set of finite numeric arrays."""
+    import shutil
+    import tempfile
+
+    from incisive.federated.sandbox import Limits, OutputRejected, Sandbox, unavailable
+
+    mode = os.environ.get("INCISIVE_PLATFORM_SANDBOX", "bwrap")
+    reason = unavailable(mode)
+    if reason is not None:
+        raise RuntimeError(f"no sandbox for bundle code on the platform ({reason})")
+    scratch = Path(tempfile.mkdtemp(prefix="incisive-init-"))
+
+    def check(result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        names = [f"p{i}" for i in range(len(arrays))]
+        if not arrays or sorted(arrays) != sorted(names) or any(a.dtype.kind not in "fiu" for a in arrays.values()) \
+                or sum(a.size for a in arrays.values()) > 500_000_000 \
+                or not all(np.isfinite(a).all() for a in arrays.values()):
+            raise OutputRejected("output rejected: the initial model state is not a bounded set of finite arrays")
+
+    try:
+        with Sandbox(bundle, inputs=None, scratch=scratch, limits=Limits(wall_seconds=600, call_seconds=600),
+                     mode=mode, forbidden=[p.resolve() for p in forbidden], log=job.path / "sandbox.log") as box:
+            _, arrays = box.call("init", {"seed": seed}, expect=check)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return [arrays[f"p{i}"] for i in range(len(arrays))]
+
+
 server_app = ServerApp()
 
 
@@ -153,13 +183,9 @@ def _serve(grid: Any, context: Context, cfg: dict[str, Any], job: Job) -> None:
     bundle = Registry(Path(str(cfg["registry"]))).get(str(cfg["model"]), str(cfg["version"]))
     if bundle.digest != cfg["sha256"]:
         raise RuntimeError("registered bundle does not match the job's hash")
-    manifest = json.loads((bundle.path / "manifest.json").read_text())
-    task = load_task(bundle.path, bundle.digest)
-    import torch
-
-    torch.manual_seed(int(cfg.get("seed", 0)))
     init = str(cfg.get("init-model", ""))
-    weights = Job(Path(init)).load_model() if init else engine.get_weights(task.build_model(manifest))
+    weights = Job(Path(init)).load_model() if init else initial_weights(
+        bundle.path, job, int(cfg.get("seed", 0)), forbidden=[Path(str(cfg["registry"])), job.path.parent])
     timeout = float(cfg["round-timeout"])
     min_nodes = int(cfg["min-nodes"])
     evaluate_only = cfg.get("op") == "evaluate"

@@ -3,6 +3,8 @@ federated-learning jobs, audit; OpenAPI at ``/openapi.json`` and docs at ``/docs
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -17,11 +19,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from incisive import __version__
 from incisive.common.errors import CatalogueUnavailable
 from incisive.common.logging import get_logger
+from incisive.common.throttle import Throttle
 from incisive.platform.db import PlatformDb
-from incisive.platform.errors import PlatformError
+from incisive.platform.errors import PlatformError, TooManyRequests
 from incisive.platform.fl_runner import FlRunner
 from incisive.platform.hub import Hub
 from incisive.platform.routes import agent, agent_fl, audit, fl, inference, nodes, queries, users
+from incisive.platform.routes.deps import record
+from incisive.platform.services import audit as audit_log
 from incisive.platform.settings import PlatformSettings
 
 log = get_logger("platform")
@@ -75,18 +80,31 @@ def create_app(settings: PlatformSettings, db: PlatformDb | None = None) -> Fast
     database = db or PlatformDb(settings.effective_db_url)
     hub = Hub()
     runner = FlRunner(settings, database, hub)
+    throttle = Throttle(settings.auth_window_s, settings.auth_free_failures, settings.auth_backoff_max_s,
+                        settings.auth_lockout_failures, settings.auth_lockout_s)
+
+    async def close_windows() -> None:  # the summary of a window with no later failure is written when it ends
+        while True:
+            await asyncio.sleep(settings.auth_window_s)
+            await run_in_threadpool(record, database, throttle.flush())
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         hub.bind()
         await run_in_threadpool(runner.recover)
+        closer = asyncio.create_task(close_windows())
         yield
+        closer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await closer
+        await run_in_threadpool(record, database, throttle.flush(everything=True))
         await run_in_threadpool(runner.close)
 
     app = FastAPI(title="incisive platform", version=__version__, lifespan=lifespan,
                   description="Registry, RBAC, node agent link, federated queries with disclosure control, "
                               "model registry and federated learning (Flower), audit.")
     app.state.settings, app.state.db, app.state.hub, app.state.fl = settings, database, hub, runner
+    app.state.throttle = throttle
     for module in (users, nodes, queries, fl, inference, audit, agent, agent_fl):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -98,6 +116,8 @@ def create_app(settings: PlatformSettings, db: PlatformDb | None = None) -> Fast
     @app.exception_handler(PlatformError)
     async def platform_error(_request: Request, exc: PlatformError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+        if isinstance(exc, TooManyRequests):
+            headers = {"Retry-After": str(exc.retry_after_s)}
         return JSONResponse({"detail": str(exc)}, status_code=exc.status_code, headers=headers)
 
     @app.exception_handler(ValidationError)
@@ -113,6 +133,23 @@ def create_app(settings: PlatformSettings, db: PlatformDb | None = None) -> Fast
     async def unavailable(_request: Request, exc: CatalogueUnavailable) -> JSONResponse:
         log.error("platform database unavailable")
         return JSONResponse({"detail": "database unavailable; retry later"}, status_code=503)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> JSONResponse:
+        """Every request that fails with 500 still leaves its audit entry (who, which route, the error's class;
+        never its message, which may hold data)."""
+        principal = getattr(request.state, "principal", None)
+
+        def write() -> None:
+            with database.session() as s:
+                audit_log.append(s, principal.username if principal else "anonymous", "request.error",
+                                 target=request.url.path[:128], outcome="error",
+                                 details={"method": request.method, "error": type(exc).__name__})
+        try:
+            await run_in_threadpool(write)
+        except Exception:
+            log.exception("could not audit a failed request")
+        return JSONResponse({"detail": "internal error; it was logged and audited"}, status_code=500)
 
     return app
 

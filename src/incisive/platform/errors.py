@@ -33,3 +33,13 @@ class Conflict(PlatformError):
 
 class Gone(PlatformError):
     status_code = 410
+
+
+class TooManyRequests(PlatformError):
+    """Failed authentication back-off or lockout (:mod:`incisive.common.throttle`); answered with Retry-After."""
+
+    status_code = 429
+
+    def __init__(self, retry_after_s: int) -> None:
+        super().__init__(f"too many failed authentication attempts; retry in {retry_after_s} s")
+        self.retry_after_s = retry_after_s

@@ -2,7 +2,8 @@
 
 | permission      | admin | dp-manager | researcher | auditor | what it allows                               |
 |-----------------|:-----:|:----------:|:----------:|:-------:|----------------------------------------------|
-| users:manage    |   x   |            |            |         | add users, issue/revoke their tokens         |
+| users:manage    |   x   |            |            |         | add/disable users, revoke (never make) tokens|
+| tokens:own      |   x   |     x      |     x      |    x    | list, make and revoke one's own tokens       |
 | users:read      |   x   |     x      |            |    x    | list users and roles                         |
 | nodes:manage    |   x   |            |            |         | invite (enrolment tokens) and revoke nodes   |
 | nodes:read      |   x   |     x      |     x      |    x    | node list: status, heartbeat, health summary |
@@ -15,8 +16,11 @@
 | fl:run          |       |            |     x      |         | start FL training / evaluation, inference    |
 | fl:read         |   x   |     x      |     x      |    x    | FL job / inference status, rounds, metrics   |
 
-Admins run the platform but do not query data; data-provider managers govern disclosure (budgets); auditors read
-the log. Nodes are not users: they authenticate with their Ed25519 key (see :mod:`incisive.common.signing`).
+Nobody makes a token for another user: a new account gets a one-time activation secret, which its owner spends
+on their first token (``POST /api/v1/activate``, no bearer token, throttled). Admins run the platform but do not
+query data, and a person holding an admin account never holds a researcher account; data-provider managers govern
+disclosure (budgets); auditors read the log. Nodes are not users: they authenticate with their Ed25519 key (see
+:mod:`incisive.common.signing`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Role(StrEnum):
 PERMISSIONS: dict[str, frozenset[Role]] = {
     "users:manage": frozenset({Role.admin}),
     "users:read": frozenset({Role.admin, Role.dp_manager, Role.auditor}),
+    "tokens:own": frozenset({Role.admin, Role.dp_manager, Role.researcher, Role.auditor}),
     "nodes:manage": frozenset({Role.admin}),
     "nodes:read": frozenset({Role.admin, Role.dp_manager, Role.researcher, Role.auditor}),
     "queries:run": frozenset({Role.researcher}),

@@ -48,6 +48,20 @@ class PlatformSettings(TomlSettings):
     fl_job_timeout_s: float = Field(default=6 * 3600.0, gt=0, description="FL job: longest run; then it is stopped")
     infer_timeout_s: float = Field(default=3600.0, gt=0, description="Inference request: offered to the node's "
                                    "agent for this long, then it expires")
+    token_ttl_days: int = Field(default=90, ge=1, le=3650, description="Lifetime of a user's API token")
+    activation_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, description="Lifetime of a new account's one-time "
+                                  "activation secret")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Addresses of reverse proxies whose "
+                                       "X-Forwarded-For names the real source (for throttling and audit)")
+    auth_window_s: float = Field(default=60.0, gt=0, description="Failed authentication: failures are counted, "
+                                 "and audited as one entry per source, per window of this length")
+    auth_free_failures: int = Field(default=5, ge=1, description="Failures (per source or account) before "
+                                    "exponential back-off (429 with Retry-After) starts")
+    auth_backoff_max_s: float = Field(default=300.0, gt=0, description="Longest back-off after a failure")
+    auth_lockout_failures: int = Field(default=30, ge=2, description="Failures (per source or account) that lock "
+                                       "it out for auth_lockout_s")
+    auth_lockout_s: float = Field(default=900.0, gt=0, description="Length of a lockout")
+
 
 
     @property

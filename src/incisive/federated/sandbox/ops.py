@@ -51,3 +51,12 @@ OPS: dict[str, Op] = {
     "init": state,
 }
 
+
+def _with_fl_ops() -> None:
+    """The federated-learning operations (:mod:`.fl_ops`: init, size, fit, evaluate, infer) join the table."""
+    from incisive.federated.sandbox.fl_ops import FL_OPS
+
+    OPS.update(FL_OPS)
+
+
+_with_fl_ops()

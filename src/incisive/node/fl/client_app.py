@@ -1,13 +1,15 @@
 """The Flower ClientApp, run at each node (in the warm executor of :mod:`incisive.node.fl.runtime`).
 
 Reads ``node-dir`` from the SuperNode's node config, re-hashes its node-local copy of the bundle and refuses
-(non-OK status, nothing read) unless that hash is approved; otherwise trains/evaluates on its own catalogue and
-store (through :class:`incisive.node.fl.data.NodeData`) and returns parameters + scalar metrics only. The
-platform's side is :mod:`incisive.federated.server_app`.
+(non-OK status, nothing read) unless that hash is approved; otherwise the bundle's code runs in the job's sandbox
+(:class:`incisive.node.fl.sandboxed.BundleJob`: declared inputs in, checked parameters and metrics out), one
+sandbox worker per job kept across its rounds. Nothing of the bundle is imported in this process. The platform's
+side is :mod:`incisive.federated.server_app`.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import math
 import time
@@ -34,25 +36,25 @@ from flwr.common import (
 
 from incisive.common.fsio import atomic_write_text
 from incisive.federated import engine
-from incisive.federated.bundle import load_task, read_manifest
+from incisive.federated.bundle import read_manifest
 from incisive.node.fl.approval import verified_local_bundle
-from incisive.node.fl.data import NodeData
 from incisive.node.home import Node
 
 EMPTY = Parameters(tensors=[], tensor_type="numpy.ndarray")
 
 # The node's warm executor (incisive.node.fl.runtime) runs every task of a job in one process: the opened node and
-# the rows a bundle read are kept for the job's later rounds and phases (only the current job's entries are kept).
+# the job's sandbox (with the data its bundle loaded) are kept for the job's later rounds and phases; a task of
+# another job closes the previous job's sandbox.
 _NODES: dict[str, Any] = {}
-_DATA: dict[tuple[str, str, str, str], Any] = {}
+_JOBS: dict[tuple[str, str, str], Any] = {}
 
 
-def _cached_data(task: Any, node: Any, manifest: dict[str, Any], key: tuple[str, str, str, str]) -> Any:
-    if key not in _DATA:
-        for old in [k for k in _DATA if k[:2] != key[:2]]:
-            del _DATA[old]  # another job (or node): drop it
-        _DATA[key] = task.load_data(NodeData(node), manifest, key[3])
-    return _DATA[key]
+def _close_jobs(keep: tuple[str, str, str] | None = None) -> None:
+    for key in [k for k in _JOBS if k != keep]:
+        _JOBS.pop(key).close()
+
+
+atexit.register(_close_jobs)
 
 
 class NodeClient(Client):
@@ -62,7 +64,11 @@ class NodeClient(Client):
         self.home = Path(str(context.node_config.get("node-dir", ""))).expanduser()
 
     def _open(self) -> tuple[Any, dict[str, Any], Any] | str:
-        """(node, manifest, task) when the bundle is approved here, else the refusal reason."""
+        """(node, manifest, the job's sandbox) when the bundle is approved here and a sandbox starts, else the
+        refusal reason (a sandbox failure is a refusal too: the type of failure only, never bundle output)."""
+        from incisive.federated.sandbox import SandboxError
+        from incisive.node.fl.sandboxed import BundleJob, SandboxRefused
+
         name, version, digest = str(self.cfg["model"]), str(self.cfg["version"]), str(self.cfg["sha256"])
         path = verified_local_bundle(self.home, name, version, digest)
         if path is None:
@@ -72,11 +78,23 @@ class NodeClient(Client):
         home = str(self.home.resolve())
         if home not in _NODES:
             _NODES[home] = Node.open(self.home)
-        return _NODES[home], manifest, load_task(path, digest)
+        key = (home, str(self.cfg.get("job-id", "")), digest)
+        _close_jobs(keep=key)
+        if key not in _JOBS:
+            job = BundleJob(_NODES[home], path, manifest, key[1] or "job", f"{name}:{version}")
+            try:
+                job.start()
+            except (SandboxRefused, SandboxError) as exc:
+                return str(exc)[:300]
+            _JOBS[key] = job
+        return _NODES[home], manifest, _JOBS[key]
 
-    def _data(self, task: Any, node: Any, manifest: dict[str, Any], split: str) -> Any:
-        key = (str(self.home.resolve()), str(self.cfg.get("job-id", "")), str(self.cfg["sha256"]), split)
-        return _cached_data(task, node, manifest, key)
+    def _failed(self, exc: Exception) -> str:
+        key = (str(self.home.resolve()), str(self.cfg.get("job-id", "")), str(self.cfg["sha256"]))
+        job = _JOBS.pop(key, None)
+        if job is not None:
+            job.close()  # a failed sandbox is not reused: the next task starts a fresh one
+        return str(exc)[:300]
 
     def _node_id(self) -> str:
         try:
@@ -87,62 +105,81 @@ class NodeClient(Client):
             return "unknown"
 
     def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
+        from incisive.federated.sandbox import SandboxError
+
         opened = self._open()
         if isinstance(opened, str):
             return GetParametersRes(Status(Code.GET_PARAMETERS_NOT_IMPLEMENTED, opened), EMPTY)
-        _, manifest, task = opened
-        return GetParametersRes(Status(Code.OK, ""), ndarrays_to_parameters(
-            engine.get_weights(task.build_model(manifest))))
+        try:
+            weights = opened[2].initial()
+        except SandboxError as exc:
+            return GetParametersRes(Status(Code.GET_PARAMETERS_NOT_IMPLEMENTED, self._failed(exc)), EMPTY)
+        return GetParametersRes(Status(Code.OK, ""), ndarrays_to_parameters(weights))
 
     def fit(self, ins: FitIns) -> FitRes:
+        from incisive.federated.sandbox import SandboxError
+
         opened = self._open()
         if isinstance(opened, str):
             return FitRes(Status(Code.FIT_NOT_IMPLEMENTED, opened), EMPTY, 0, {"node": self._node_id(),
                                                                                "refused": opened})
-        node, manifest, task = opened
-        data = self._data(task, node, manifest, "train")
-        model = task.build_model(manifest)
-        engine.set_weights(model, parameters_to_ndarrays(ins.parameters))
+        node, manifest, job = opened
+        try:
+            return self._fit(node, manifest, job, ins)
+        except SandboxError as exc:
+            reason = self._failed(exc)
+            return FitRes(Status(Code.FIT_NOT_IMPLEMENTED, reason), EMPTY, 0, {"node": self._node_id(),
+                                                                               "refused": reason})
+
+    def _fit(self, node: Any, manifest: dict[str, Any], job: Any, ins: FitIns) -> FitRes:
         p = manifest["params"]
         epochs = int(self.cfg.get("local-epochs") or p["epochs"])
         batch = int(p["batch_size"])
-        dp = None
-        noise = None
+        n = job.size("train")
         state_file = self.home / "fl-state" / f"{self.cfg.get('job-id', 'job')}.json"
         state: dict[str, Any] = json.loads(state_file.read_text()) if state_file.exists() else {"steps": 0}
-        if float(self.cfg.get("dp-epsilon", 0.0)) > 0 and len(data):
+        args: dict[str, Any] = {"epochs": epochs, "lr": float(p["lr"]), "batch_size": batch,
+                                "proximal_mu": float(ins.config.get("proximal_mu", 0.0)),
+                                "seed": int(ins.config.get("round", 0))}
+        dp = None
+        if float(self.cfg.get("dp-epsilon", 0.0)) > 0 and n:
             dp = engine.DPConfig(float(self.cfg["dp-epsilon"]), float(self.cfg.get("dp-delta", 1e-5)),
                                  float(self.cfg.get("dp-max-grad-norm", 1.0)))
-            steps_per_epoch = math.ceil(len(data) / batch)
+            steps_per_epoch = math.ceil(n / min(batch, n))
             total = int(self.cfg["num-rounds"]) * epochs * steps_per_epoch
-            noise = engine.noise_multiplier(dp, 1 / steps_per_epoch, total)
+            args["dp"] = {"epsilon": dp.epsilon, "delta": dp.delta, "max_grad_norm": dp.max_grad_norm}
+            args["dp_noise"] = engine.noise_multiplier(dp, 1 / steps_per_epoch, total)
         started = time.perf_counter()
-        result = engine.train(model, data.x, data.y, epochs=epochs, lr=float(p["lr"]), batch_size=batch,
-                              proximal_mu=float(ins.config.get("proximal_mu", 0.0)), dp=dp, dp_noise=noise,
-                              seed=int(ins.config.get("round", 0)), device=engine.device_for())
-        metrics: dict[str, Any] = {"node": node.settings.node_id, "n": len(data), "loss": float(result["loss"]),
+        weights, result = job.fit(parameters_to_ndarrays(ins.parameters), args)
+        metrics: dict[str, Any] = {"node": node.settings.node_id, "n": n, "loss": float(result["loss"]),
                                    "train_seconds": time.perf_counter() - started}
-        if dp is not None and noise is not None:
-            state["steps"] += int(result["steps"])
+        if dp is not None:
+            # the privacy spent is accounted here, from what the node itself asked for (not from bundle output)
+            steps_per_epoch = math.ceil(n / min(batch, n))
+            state["steps"] += epochs * steps_per_epoch
             metrics["dp_epsilon"] = engine.spent_epsilon(
-                [(noise, float(result["dp_sample_rate"]), state["steps"])], dp.delta)
+                [(float(args["dp_noise"]), 1 / steps_per_epoch, state["steps"])], dp.delta)
             state_file.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_text(state_file, json.dumps(state))  # the privacy spent so far: never torn or lost
-        weights = engine.get_weights(model.to("cpu"))
-        return FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), len(data), metrics)
+        return FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), n, metrics)
 
     def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
+        from incisive.federated.sandbox import SandboxError
+
         opened = self._open()
         if isinstance(opened, str):
             return EvaluateRes(Status(Code.EVALUATE_NOT_IMPLEMENTED, opened), 0.0, 0,
                                {"node": self._node_id(), "refused": opened})
-        node, manifest, task = opened
-        data = self._data(task, node, manifest, "test")
-        model = task.build_model(manifest)
-        engine.set_weights(model, parameters_to_ndarrays(ins.parameters))
-        m = engine.evaluate(model, data.x, data.y, engine.device_for())
-        metrics = {"node": node.settings.node_id, "n": m["n"], "accuracy": engine.finite(m["accuracy"]),
-                   "auc": engine.finite(m["auc"]), "neg": engine.hist_text(m["neg"]), "pos": engine.hist_text(m["pos"])}
+        node, _, job = opened
+        try:
+            m = job.evaluate(parameters_to_ndarrays(ins.parameters))
+        except SandboxError as exc:
+            reason = self._failed(exc)
+            return EvaluateRes(Status(Code.EVALUATE_NOT_IMPLEMENTED, reason), 0.0, 0,
+                               {"node": self._node_id(), "refused": reason})
+        metrics = {"node": node.settings.node_id, "n": int(m["n"]), "accuracy": engine.finite(m["accuracy"]),
+                   "auc": engine.finite(m["auc"]), "neg": engine.hist_text(m["neg"]),
+                   "pos": engine.hist_text(m["pos"])}
         return EvaluateRes(Status(Code.OK, ""), float(m["loss"]), int(m["n"]), metrics)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from incisive.common.logging import get_logger
 from incisive.common.protocol import Job, JobType, Result
+from incisive.federated.sandbox import SandboxError
 from incisive.node.agent_link import LinkError, SignedClient
 from incisive.node.fl.supernodes import SHA256, ensure_bundle
 from incisive.node.home import Node
@@ -44,6 +45,8 @@ def run_infer(node: Node, client: SignedClient, job: Job) -> Result:
         return _infer(node, client, job.id, job.payload)
     except LinkError as exc:
         return Result.failed(f"download from the platform failed ({exc.status or 'unreachable'})")
+    except SandboxError as exc:  # its message is the sandbox's own (kill reason, exception type, output rejected)
+        return Result.failed(f"inference failed on the node: {str(exc)[:200]}")
     except Exception as exc:  # the type only: a message could quote data
         log.exception("infer job failed")
         return Result.failed(f"inference failed on the node ({type(exc).__name__})")
@@ -76,6 +79,11 @@ def _infer(node: Node, client: SignedClient, agent_job: str, payload: dict[str, 
         return Result.refused(reason)
     if not is_approved(node.home, name, version, digest):
         return Result.refused(f"bundle {name}:{version} ({digest[:12]}) is not approved at this node")
+    from incisive.node.fl.sandboxed import refusal
+
+    caged = refusal(node)  # no sandbox, no third-party code (unless the operator opted out)
+    if caged is not None:
+        return Result.refused(caged)
     problem = ensure_bundle(node, client, name, version, digest)
     if problem is not None:
         return Result.refused(problem)

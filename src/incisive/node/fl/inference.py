@@ -1,9 +1,10 @@
 """Node-local inference.
 
-Inference (:func:`infer`) runs at the node with an approved bundle and a trained model. Per-item results go to
-the node catalogue (table ``inference_result``) and, for image models, one DICOM Comprehensive 3D SR per scored
-series into the node's store (:mod:`incisive.node.fl.inference_sr`). Nothing is sent anywhere;
-:func:`shareable_summary` is the only thing that may leave the node, and only when its policy allows.
+Inference (:func:`infer`) runs at the node with an approved bundle and a trained model, the bundle's code in
+the job's sandbox (:class:`incisive.node.fl.sandboxed.BundleJob`), which returns one score per input item index.
+Per-item results go to the node catalogue (table ``inference_result``) and, for image models, one DICOM
+Comprehensive 3D SR per scored series into the node's store (:mod:`incisive.node.fl.inference_sr`). Nothing is
+sent anywhere; :func:`shareable_summary` is the only thing that may leave the node, and only when its policy allows.
 """
 
 from __future__ import annotations
@@ -19,14 +20,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from incisive.common.logging import get_logger
-from incisive.federated import engine
-from incisive.federated.bundle import RegisteredBundle, load_task
+from incisive.federated.bundle import RegisteredBundle
 from incisive.federated.jobs import now
 from incisive.node.catalogue.models import InferenceResult, Instance
 from incisive.node.catalogue.writer import now as db_now
 from incisive.node.fl.approval import approval, verified_local_bundle
-from incisive.node.fl.data import NodeData
 from incisive.node.fl.inference_sr import ModelRef, NotDeidentified, build_sr, read_sources, store_sr
+from incisive.node.fl.sandboxed import BundleJob
 from incisive.node.home import Node
 from incisive.node.policy import load_policy
 
@@ -35,20 +35,14 @@ THRESHOLD = 0.5  # unless the bundle's manifest sets params.threshold
 HISTOGRAM_BINS = 10
 
 
-def _split_key(key: str) -> tuple[str | None, str | None, str | None]:
-    """A bundle's item key → (pseudonym, series uid, sop uid): ``SERIES/SOP`` for images, a pseudonym otherwise."""
-    if "/" in key:
-        series_uid, sop_uid = key.split("/", 1)
-        return None, series_uid, sop_uid
-    return key, None, None
-
-
 def infer(node: Node, bundle: RegisteredBundle, weights: list[np.ndarray], job_id: str,
           series: list[str] | None = None, write_sr: bool = True) -> dict[str, Any]:
     """Score this node's data with the model ``job_id`` trained (``weights``); results stay at the node.
     Returns a local report whose ``summary`` is what may leave the node (None unless the policy allows).
 
-    ``PermissionError`` when the bundle (this hash) is not approved here or does not declare ``infer``.
+    ``PermissionError`` when the bundle (this hash) is not approved here or does not declare ``infer``, or no
+    sandbox can start here; :class:`incisive.federated.sandbox.SandboxError` when the bundle fails in it or its
+    output is rejected.
     """
     m = bundle.manifest
     path = verified_local_bundle(node.home, m.name, m.version, bundle.digest)
@@ -57,18 +51,16 @@ def infer(node: Node, bundle: RegisteredBundle, weights: list[np.ndarray], job_i
     manifest = json.loads((path / "manifest.json").read_text())
     if "infer" not in manifest.get("job_types", []):
         raise PermissionError(f"bundle {m.ref} does not declare the 'infer' job type")
-    task = load_task(path, bundle.digest)
-    data = task.load_data(NodeData(node), manifest, "all")
-    keep = [i for i, k in enumerate(data.keys) if not series or k.split("/")[0] in series]
-    model = task.build_model(manifest)
-    engine.set_weights(model, weights)
-    scores = [float(s) for s in engine.predict(model, data.x[keep])] if keep else []
-    threshold = float(manifest.get("params", {}).get("threshold", THRESHOLD))
     run_id = secrets.token_hex(8)
+    with BundleJob(node, path, manifest, f"infer-{run_id}", m.ref, series=series) as job:
+        scored = job.infer(weights)  # (item index, score): the bundle ran caged, the map stayed here
+        assert job.map is not None
+        items = job.map.items
+    threshold = float(manifest.get("params", {}).get("threshold", THRESHOLD))
     created = db_now()
     rows = []
-    for i, score in zip(keep, scores, strict=True):
-        pseudonym, series_uid, sop_uid = _split_key(data.keys[i])
+    for index, score in scored:
+        pseudonym, series_uid, sop_uid = items[index]
         rows.append(InferenceResult(
             run_id=run_id, model=m.ref, bundle_digest=bundle.digest, job_id=job_id, pseudonym=pseudonym,
             series_uid=series_uid, sop_uid=sop_uid, score=score, positive=score >= threshold,

@@ -38,27 +38,39 @@ class Base(DeclarativeBase):
 
 
 class User(Base):
+    """A platform account. Accounts are never deleted (disabled instead), so a user name is never reused.
+
+    ``person`` is the stable identifier of the human behind the account (e.g. an institutional e-mail; the user
+    name when none is given): privacy budgets belong to the person, so a new account for the same person shares
+    them. ``activation_hash``: the SHA-256 of the one-time activation secret, cleared when it is used."""
+
     __tablename__ = "user_account"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
+    person: Mapped[str] = mapped_column(String(128), index=True)
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     dp_budget: Mapped[float] = mapped_column(Float)
     dp_spent: Mapped[float] = mapped_column(Float, default=0.0)
+    activation_hash: Mapped[str | None] = mapped_column(String(64))
+    activation_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    activated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class PrivacyBudget(Base):
     """A researcher's privacy budget (a sum of ε) for one project (``""``: queries without a project).
 
+    Keyed on the *person* (``User.person``), not the account: re-creating an account does not reset it.
     Created at the user's ``dp_budget`` (the allowance per project) on first use. ``exhausted``: the budget could
     not pay for a query, or is spent: no query of that project is answered, exact or noisy, until a data-provider
     manager raises the budget."""
 
     __tablename__ = "privacy_budget"
-    __table_args__ = (UniqueConstraint("user_id", "project"),)
+    __table_args__ = (UniqueConstraint("person", "project"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)
+    person: Mapped[str] = mapped_column(String(128))
+    user_id: Mapped[int] = mapped_column(ForeignKey("user_account.id"), index=True)  # the account that opened it
     project: Mapped[str] = mapped_column(String(64))
     budget: Mapped[float] = mapped_column(Float)
     spent: Mapped[float] = mapped_column(Float, default=0.0)
@@ -75,6 +87,8 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     label: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 

@@ -13,9 +13,9 @@ from starlette.concurrency import run_in_threadpool
 
 from incisive.common.protocol import Result
 from incisive.platform.db import PlatformDb
-from incisive.platform.errors import BadRequest, Forbidden, NotFound, PlatformError, Unauthorized
+from incisive.platform.errors import BadRequest, Forbidden, Gone, NotFound, PlatformError, Unauthorized
 from incisive.platform.hub import node_key
-from incisive.platform.routes.deps import Db, get_db, get_hub, get_settings
+from incisive.platform.routes.deps import Db, failed, get_db, get_hub, get_settings, get_throttle, guard, source_of
 from incisive.platform.services import audit, jobs, nodes
 
 router = APIRouter(prefix="/agent/v1", tags=["agent"])
@@ -50,27 +50,33 @@ async def signed(request: Request, db: PlatformDb, window_s: float, then: Callab
     body = await request.body()
     headers = {k.lower(): v for k, v in request.headers.items()}
     path, method = _signed_path(request), request.method
+    throttle, source = get_throttle(request), source_of(request)
+    claimed = headers.get("x-incisive-node", "")[:63] or None
 
     def work() -> T:
+        guard(db, throttle, source, "agent", claimed)  # in back-off: 429 before the signature is checked
         try:
             with db.session() as s:
                 node = nodes.authenticate_request(s, headers, method, path, body, window_s)
                 return then(s, node)
-        except (Unauthorized, Forbidden) as exc:
-            with db.session() as s:
-                audit.append(s, "agent", "agent.auth", target=path.split("?")[0][:128],
-                             node=headers.get("x-incisive-node", "")[:63], outcome="refused",
-                             details={"reason": str(exc)})
+        except (Unauthorized, Forbidden) as exc:  # audited as one aggregated entry per source and window
+            failed(db, throttle, source, "agent", claimed, f"{path.split('?')[0][:60]}: {exc}")
             raise
     return await run_in_threadpool(work)
 
 
 @router.post("/enrol")
-async def enrol(body: Enrolment, db: Db) -> dict[str, Any]:
+async def enrol(body: Enrolment, request: Request, db: Db) -> dict[str, Any]:
+    throttle, source = get_throttle(request), source_of(request)
+
     def work() -> dict[str, Any]:
+        guard(db, throttle, source, "invite")
         try:
             with db.session() as s:
                 return nodes.enrol(s, body.token, body.node_id, body.provider, body.public_key)
+        except (Unauthorized, Gone) as exc:  # a bad, used or expired invite: throttled, audited in aggregate
+            failed(db, throttle, source, "invite", None, str(exc))
+            raise
         except PlatformError as exc:
             with db.session() as s:
                 audit.append(s, "agent", "node.enrol", node=body.node_id[:63], outcome="refused",

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import delete, lambda_stmt, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -37,8 +38,10 @@ def create_invite(s: Session, name: str, ttl_s: float, actor: str) -> dict[str, 
 
 
 def enrol(s: Session, token: str, node_id: str, provider: str, public_key: str) -> dict[str, Any]:
-    """Spend an invite: register the node's public key. Each refusal is audited without the token."""
-    invite = s.scalar(select(Invite).where(Invite.token_hash == token_hash(token)).with_for_update())
+    """Spend an invite: register the node's public key. The invite is burnt by one conditional UPDATE
+    (``… WHERE used_at IS NULL AND expires_at > now``, rowcount checked), so of concurrent enrolments with one
+    invite exactly one wins, on SQLite too (where ``SELECT … FOR UPDATE`` locks nothing)."""
+    invite = s.scalar(select(Invite).where(Invite.token_hash == token_hash(token)))
     if invite is None:
         raise Unauthorized("unknown invite token")
     if invite.used_at is not None:
@@ -54,9 +57,17 @@ def enrol(s: Session, token: str, node_id: str, provider: str, public_key: str) 
     if s.scalar(select(Node.id).where(Node.node_id == node_id)) is not None:
         raise Conflict("a node with that id is already enrolled")
     now = utcnow()
-    invite.used_at, invite.node_id = now, node_id
+    spent = s.execute(update(Invite).where(Invite.id == invite.id, Invite.used_at.is_(None),
+                                           Invite.expires_at > now)
+                      .values(used_at=now, node_id=node_id).execution_options(synchronize_session=False))
+    if not isinstance(spent, CursorResult) or spent.rowcount != 1:
+        raise Gone("invite token already used")
     s.add(Node(node_id=node_id, name=invite.name, provider=provider[:128] or None, public_key=public_key,
                enrolled_at=now, health={}))
+    try:
+        s.flush()
+    except IntegrityError:
+        raise Conflict("a node with that id is already enrolled") from None
     audit.append(s, f"node:{node_id}", "node.enrol", target=invite.name, node=node_id)
     return {"node_id": node_id, "name": invite.name}
 

@@ -22,6 +22,7 @@ from incisive.platform.settings import PlatformSettings
 
 INVALID = "invalid result"
 EPS = 1e-9
+MIN_EPSILON, MAX_EPSILON = 1e-3, 10.0  # a sane range: below 1e-3 the noise (scale 1/ε) drowns every count
 
 
 class QueryRefused(Forbidden):
@@ -94,8 +95,8 @@ def start(s: Session, user: User, kind: str, params: dict[str, Any], settings: P
         raise BadRequest("epsilon is available for counts only")
     if kind == "count" and epsilon is None and settings.require_dp:
         epsilon, default = settings.default_epsilon, True
-    if epsilon is not None and not 0 < float(epsilon) <= 10:
-        raise BadRequest("epsilon must be in (0, 10]")
+    if epsilon is not None and not MIN_EPSILON <= float(epsilon) <= MAX_EPSILON:  # 1e-310: 1/ε overflows
+        raise BadRequest(f"epsilon must be between {MIN_EPSILON} and {MAX_EPSILON}")
     project = params.get("project") or ""
     spec = spec_of(kind, {**params, "epsilon": epsilon})
     account = users.budget_account(s, user, project)

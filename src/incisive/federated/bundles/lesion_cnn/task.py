@@ -1,7 +1,7 @@
 """lesion-cnn: a small CNN (MONAI blocks) classifying a series' central slices for a lesion.
 
-Pixels are read from the node's object store (de-identified DICOM, through the
-:class:`incisive.federated.task.DataSource` the node passes) and preprocessed with MONAI transforms (channel
+Pixels come from the declared modalities' series, as arrays the node wrote into the sandbox (through the
+:class:`incisive.federated.task.DataSource` it passes) and preprocessed with MONAI transforms (channel
 first, intensity scaling per slice, resize). The label is the patient's clinical ``lesion`` label.
 """
 
@@ -14,7 +14,7 @@ from monai.networks.blocks import Convolution
 from monai.transforms import Compose, EnsureChannelFirst, Resize, ScaleIntensity
 from torch import nn
 
-from incisive.federated.task import Dataset, DataSource, split_of
+from incisive.federated.task import Dataset, DataSource
 
 
 def build_model(manifest: dict[str, Any]) -> nn.Module:
@@ -45,18 +45,18 @@ def load_data(source: DataSource, manifest: dict[str, Any], split: str) -> Datas
     labels = source.patient_labels(manifest["inputs"]["label"])
     tf = preprocess(manifest)
     xs, ys, keys = [], [], []
-    for pseudonym, series_uid, instances in source.series_instances(manifest["inputs"]["modalities"]):
-        if pseudonym not in labels:
+    for row, series, instances in source.series_instances(manifest["inputs"]["modalities"]):
+        if row not in labels:
             continue
-        if split != "all" and split_of(pseudonym, float(p["test_fraction"])) != split:
+        if split != "all" and source.split(row) != split:
             continue
-        for sop_uid, digest in central(instances, float(p["central_fraction"])):
-            img = source.read_pixels(digest)
+        for instance, key in central(instances, float(p["central_fraction"])):
+            img = source.read_pixels(key)
             if img.ndim != 2:
                 continue
             xs.append(np.asarray(tf(img), dtype=np.float32))
-            ys.append(labels[pseudonym])
-            keys.append(f"{series_uid}/{sop_uid}")
+            ys.append(labels[row])
+            keys.append(f"{series}/{instance}")
     size = int(p["image_size"])
     x = np.stack(xs) if xs else np.zeros((0, 1, size, size), dtype=np.float32)
     return Dataset(x, np.asarray(ys, dtype=np.float32), keys)

@@ -1,4 +1,4 @@
-"""tabular-risk: logistic regression on clinical features read from the node's catalogue.
+"""tabular-risk: logistic regression on declared clinical features (arrays the node wrote into the sandbox).
 
 Preprocessing is fixed by the bundle (log1p, then the reference mean/std in the manifest), so every node
 transforms its rows identically and no statistic has to leave a node.
@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from incisive.federated.task import Dataset, DataSource, split_of
+from incisive.federated.task import Dataset, DataSource
 
 
 def build_model(manifest: dict[str, Any]) -> nn.Module:
@@ -29,15 +29,14 @@ def transform(manifest: dict[str, Any], raw: np.ndarray) -> np.ndarray:
 def load_data(source: DataSource, manifest: dict[str, Any], split: str) -> Dataset:
     features: list[str] = manifest["inputs"]["features"]
     label: str = manifest["inputs"]["label"]
-    test_fraction = float(manifest["params"]["test_fraction"])
     rows, ys, keys = [], [], []
-    for pseudonym, fields, labels in source.clinical_rows():
+    for row, fields, labels in source.clinical_rows():
         if labels.get(label) not in (0, 1) or any(not isinstance(fields.get(f), int | float) for f in features):
             continue
-        if split != "all" and split_of(pseudonym, test_fraction) != split:
+        if split != "all" and source.split(row) != split:
             continue
         rows.append([float(fields[f]) for f in features])
         ys.append(int(labels[label]))
-        keys.append(pseudonym)
+        keys.append(row)
     raw = np.asarray(rows, dtype=np.float64).reshape(-1, len(features))
     return Dataset(transform(manifest, raw), np.asarray(ys, dtype=np.float32), keys)
