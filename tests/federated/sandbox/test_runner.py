@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
 from pathlib import Path
@@ -119,3 +121,25 @@ def test_fixed_cost_of_a_job_start(tmp_path: Path, bwrap_ready: None) -> None:
     record("(fixed cost)", "job start + init, tabular-risk, median of 3",
            f"bwrap {med['bwrap']:.2f} s, plain subprocess {med['off']:.2f} s")
     assert med["bwrap"] < 120
+
+
+def test_stale_job_groups_are_swept(bwrap_ready: None) -> None:
+    """A runtime killed before close() leaves an empty pids group; the next job start removes it (not a live one)."""
+    group = limits.PidsCgroup.create(4)
+    assert group is not None
+    parent = group.path.parent
+    stale, fresh = parent / f"{limits.CGROUP_PREFIX}stale-test", parent / f"{limits.CGROUP_PREFIX}fresh-test"
+    for p in (stale, fresh):
+        p.mkdir()
+    old = time.time() - limits.STALE_SECONDS - 60
+    os.utime(stale, (old, old))
+    try:
+        again = limits.PidsCgroup.create(4)
+        assert again is not None
+        again.remove()
+        assert not stale.exists() and fresh.exists() and group.path.exists()
+    finally:
+        for p in (stale, fresh):
+            with contextlib.suppress(OSError):
+                p.rmdir()
+        group.remove()

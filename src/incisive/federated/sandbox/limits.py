@@ -23,6 +23,7 @@ from typing import Any
 MB = 1 << 20
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_PREFIX = "incisive-sandbox-"
+STALE_SECONDS = 600  # an empty job group this old belongs to a runtime that died without close()
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class PidsCgroup:
         """A new group with ``pids.max = limit``, or None when no pids cgroup can be created here."""
         name = CGROUP_PREFIX + uuid.uuid4().hex[:12]
         for parent in _candidate_parents():
+            sweep_stale(parent)
             path = parent / name
             try:
                 path.mkdir(mode=0o700)
@@ -136,6 +138,19 @@ class PidsCgroup:
                 return
             except OSError:  # EBUSY while the last members are reaped
                 time.sleep(0.05)
+
+
+def sweep_stale(parent: Path) -> int:
+    """Remove empty job groups older than :data:`STALE_SECONDS` (left by a process killed before close())."""
+    removed = 0
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for path in parent.glob(CGROUP_PREFIX + "*"):
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > STALE_SECONDS and not (path / "cgroup.procs").read_text().split():
+                    path.rmdir()
+                    removed += 1
+    return removed
 
 
 def _candidate_parents() -> list[Path]:
