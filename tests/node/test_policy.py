@@ -33,7 +33,8 @@ def test_show_and_set(sqlite_node: Node) -> None:
     assert shown == {"participate": False, "job_types": ["count"], "researchers": ["rita", "bob"],
                      "projects": ["p1"], "min_cell_count": 10, "min_subset": 10, "overlap_control": True,
                      "rounding": 0, "require_dp": False, "share_inference_summary": False,
-                     "withheld_fields": [], "bundle_modalities": [], "require_review": False}
+                     "withheld_fields": [], "bundle_modalities": [], "require_review": False,
+                     "sandbox": Policy().sandbox.model_dump()}
     assert (sqlite_node.home / POLICY_FILE).exists()
     r = runner.invoke(app, ["node", "policy", "set", "--home", home, "--participate", "--researchers", "",
                             "--share-inference-summary"])

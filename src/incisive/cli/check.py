@@ -31,7 +31,8 @@ def check(
         "--profile", "-p", help=f"Requirements to check against: {', '.join(PROFILES)}")] = DEFAULT_PROFILE,
     json_out: JsonOpt = False,
     only: Annotated[str | None, typer.Option(
-        "--only", help="Comma-separated areas: cpu,memory,storage,gpu,os,network,access,runtime,redundancy,manual",
+        "--only",
+        help="Comma-separated areas: cpu,memory,storage,gpu,os,network,access,runtime,sandbox,redundancy,manual",
     )] = None,
     report: Annotated[Path | None, typer.Option(
         "--report", help="Also write the report to this .html or .md file (to attach to a support request)",

@@ -37,7 +37,9 @@ def _show(data: dict[str, Any], json_out: bool) -> None:
         print_json(data)
         return
     console.print(table("Node policy", ["setting", "value"],
-                        [(k, ", ".join(v) if isinstance(v, list) else v) for k, v in data.items()]))
+                        [(k, ", ".join(v) if isinstance(v, list) else
+                          ", ".join(f"{a}={b}" for a, b in v.items()) if isinstance(v, dict) else v)
+                         for k, v in data.items()]))
 
 
 @app.command("show")
@@ -96,6 +98,9 @@ def policy_set(
     require_review: Annotated[bool | None, typer.Option(
         "--require-review/--no-require-review",
         help="Approve only a sha256 reviewed here with 'node policy review' (default off)")] = None,
+    sandbox: Annotated[str | None, typer.Option(
+        "--sandbox", help="How bundle code runs: bwrap (default; refused where unavailable) or off (no cage: "
+        "audited, a failing 'node check' row); limits: the [sandbox] table of policy.toml")] = None,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -106,7 +111,7 @@ def policy_set(
                            overlap_control=overlap_control, rounding=rounding, require_dp=require_dp,
                            share_inference_summary=share_inference_summary,
                            withheld_fields=_csv(withheld_fields), bundle_modalities=_csv(bundle_modalities),
-                           require_review=require_review)
+                           require_review=require_review, sandbox_mode=sandbox)
     NodeAudit(node.home).append("local", "policy.set", node=node.settings.node_id, details=policy.model_dump())
     _show(policy.model_dump(), json_out)
 

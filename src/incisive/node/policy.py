@@ -21,6 +21,11 @@
   declaring all fields without naming them) cannot be approved, and an approved one is refused at job time;
 * ``bundle_modalities``: the modalities whose pixels bundles may declare (empty = any);
 * ``require_review``: ``approve`` needs a recorded ``incisive node policy review`` of that sha256 (default off).
+* ``[sandbox]``: how bundle code runs (:mod:`incisive.federated.sandbox`): ``mode = "bwrap"`` (default; where
+  bubblewrap or user namespaces are unavailable, bundle jobs are refused with the reason) or ``"off"`` (the
+  operator's opt-out: a plain subprocess, audited as ``policy.set``, a failing ``node check`` row), and the
+  per-job limits (``address_space_mb``, ``cpu_seconds``, ``processes``, ``file_size_mb``, ``open_files``,
+  ``wall_seconds``, ``call_seconds``, ``max_output_mb``, ``gpu``).
 """
 
 from __future__ import annotations
@@ -34,8 +39,37 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from incisive.common.errors import ConfigError, InputError
 from incisive.common.fsio import atomic_write_text, toml_document
 from incisive.common.protocol import POLICY_JOB_TYPES as JOB_TYPES
+from incisive.federated.sandbox import MODES as SANDBOX_MODES
+from incisive.federated.sandbox import Limits
 
 POLICY_FILE = "policy.toml"
+
+
+class SandboxPolicy(BaseModel):
+    """The ``[sandbox]`` table: mode and per-job limits (defaults: :class:`~incisive.federated.sandbox.Limits`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: str = "bwrap"
+    address_space_mb: int = Field(default=Limits.address_space_mb, ge=256)
+    cpu_seconds: int = Field(default=Limits.cpu_seconds, ge=1)
+    processes: int = Field(default=Limits.processes, ge=8)
+    file_size_mb: int = Field(default=Limits.file_size_mb, ge=1)
+    open_files: int = Field(default=Limits.open_files, ge=32)
+    wall_seconds: int = Field(default=Limits.wall_seconds, ge=1)
+    call_seconds: int = Field(default=Limits.call_seconds, ge=1)
+    max_output_mb: int = Field(default=Limits.max_output_mb, ge=1)
+    gpu: bool = Limits.gpu
+
+    @field_validator("mode")
+    @classmethod
+    def _mode(cls, value: str) -> str:
+        if value not in SANDBOX_MODES:
+            raise ValueError(f"sandbox mode must be one of {', '.join(SANDBOX_MODES)}")
+        return value
+
+    def limits(self) -> Limits:
+        return Limits.from_mapping(self.model_dump())
 
 
 class Policy(BaseModel):
@@ -54,6 +88,7 @@ class Policy(BaseModel):
     withheld_fields: list[str] = Field(default_factory=list)
     bundle_modalities: list[str] = Field(default_factory=list)
     require_review: bool = False
+    sandbox: SandboxPolicy = Field(default_factory=SandboxPolicy)
 
     @field_validator("bundle_modalities")
     @classmethod
@@ -96,8 +131,10 @@ class Policy(BaseModel):
         return max(self.min_cell_count, requested or 0)
 
     def to_toml(self) -> str:
-        return toml_document(self.model_dump(),
-                             "what this node shares; enforced by the node (incisive node policy set)")
+        data = self.model_dump()
+        sandbox = data.pop("sandbox")
+        return (toml_document(data, "what this node shares; enforced by the node (incisive node policy set)")
+                + "\n[sandbox]\n" + toml_document(sandbox))
 
 
 def load_policy(home: Path) -> Policy:
@@ -117,7 +154,10 @@ def save_policy(home: Path, policy: Policy) -> None:
 def update_policy(home: Path, **changes: Any) -> Policy:
     """Apply the given (non-None) changes and save; InputError on an invalid value."""
     current = load_policy(home).model_dump()
+    sandbox_mode = changes.pop("sandbox_mode", None)
     current.update({k: v for k, v in changes.items() if v is not None})
+    if sandbox_mode is not None:
+        current["sandbox"] = {**current["sandbox"], "mode": sandbox_mode}
     try:
         policy = Policy.model_validate(current)
     except ValidationError as exc:

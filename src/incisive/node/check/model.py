@@ -9,16 +9,17 @@ from typing import Any
 from incisive.common.exit_codes import ExitCode
 
 AREAS: tuple[str, ...] = (
-    "cpu", "memory", "storage", "gpu", "os", "network", "access", "runtime", "redundancy", "manual",
+    "cpu", "memory", "storage", "gpu", "os", "network", "access", "runtime", "sandbox", "redundancy", "manual",
 )
 AREA_TITLES: dict[str, str] = {
     "cpu": "CPU", "memory": "RAM", "storage": "Storage", "gpu": "GPU", "os": "OS", "network": "Network",
-    "access": "Access", "runtime": "Runtime", "redundancy": "Redundancy & backup", "manual": "Power & placement",
+    "access": "Access", "runtime": "Runtime", "sandbox": "Bundle sandbox",
+    "redundancy": "Redundancy & backup", "manual": "Power & placement",
 }
 ALIASES: dict[str, str] = {
     "ram": "memory", "mem": "memory", "disk": "storage", "disks": "storage", "backup": "redundancy",
     "raid": "redundancy", "net": "network", "ssh": "access", "docker": "runtime", "power": "manual",
-    "placement": "manual",
+    "placement": "manual", "bwrap": "sandbox",
 }
 SCHEMA_ID = "https://incisive.example/schemas/node-check-report/1.json"
 REPORT_FORMAT = "incisive-node-check/1"

@@ -46,6 +46,8 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "systemctl-is-enabled": ("systemctl", "is-enabled"),
     "getent-passwd": ("getent", "passwd"),
     "docker-info": ("docker", "info", "--format", "{{json .}}"),
+    "bwrap-probe": ("bwrap", "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop",
+                    "ALL", "--die-with-parent", "--ro-bind", "/", "/", "/bin/true"),
     "mdadm-detail": ("mdadm", "--detail"),
     "zpool-status": ("zpool", "status", "-x"),
 }

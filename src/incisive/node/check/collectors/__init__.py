@@ -17,6 +17,7 @@ from incisive.node.check.collectors import (
     osinfo,
     redundancy,
     runtime,
+    sandbox,
     services,
     storage,
 )
@@ -35,6 +36,7 @@ COLLECTORS: dict[str, Collector] = {
     "network": network.collect,
     "access": access.collect,
     "runtime": runtime.collect,
+    "sandbox": sandbox.collect,
     "redundancy": redundancy.collect,
     "services": services.collect,
 }

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from incisive.node.check.model import Facts, Row
 from incisive.node.check.profiles import CheckContext, Profile
-from incisive.node.check.rules import access, gpu, hardware, platform, services
+from incisive.node.check.rules import access, gpu, hardware, platform, sandbox, services
 
 Rule = Callable[[dict[str, Facts], Profile, CheckContext], list[Row]]
 
@@ -19,6 +19,7 @@ RULES: dict[str, Rule] = {
     "network": platform.judge_network,
     "access": access.judge_access,
     "runtime": lambda f, p, c: [*access.judge_runtime(f, p, c), *services.judge_services(f, p, c)],
+    "sandbox": sandbox.judge_sandbox,
     "redundancy": access.judge_redundancy,
     "manual": access.judge_manual,
 }
@@ -32,6 +33,7 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "network": ("network", "os"),
     "access": ("access",),
     "runtime": ("runtime", "services"),
+    "sandbox": ("sandbox",),
     "redundancy": ("redundancy",),
     "manual": (),
 }
