@@ -184,10 +184,14 @@ def nodes_table(rows: list[dict[str, Any]]) -> Any:
         d = r.get("data") or {}
         return f"{d.get('patients', 0)} patients, {d.get('studies', 0)} studies" if d else ""
 
+    def sandbox(r: dict[str, Any]) -> str:
+        x = r.get("sandbox") or {}
+        return str(x.get("state", "")) + (f": {x['reason']}" if x.get("reason") else "")
+
     return table("Nodes", ["node", "name", "status", "last heartbeat", "version", "data", "readiness",
-                           "backup age (d)"],
+                           "backup age (d)", "sandbox"],
                  [(r["node_id"], r["name"], r["status"], r["last_heartbeat"] or "never", r["version"], data(r),
-                   ready(r), r["backup_age_days"]) for r in rows])
+                   ready(r), r["backup_age_days"], sandbox(r)) for r in rows])
 
 
 @app.command("nodes")

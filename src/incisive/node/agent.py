@@ -7,7 +7,8 @@
 * runs a Flower SuperNode in the background for ``fl-supernode`` jobs (see :mod:`incisive.node.fl.supernodes`);
 * runs inference for ``infer`` jobs; results stay at the node, at most a summary goes back
   (see :mod:`incisive.node.fl.infer_jobs`);
-* sends heartbeats (software version, free disk, last verified backup age, readiness summary, data summary);
+* sends heartbeats (software version, free disk, last verified backup age, readiness summary, data summary,
+  whether bundle code can be sandboxed here: ``sandbox`` ok / off / unavailable with the reason);
 * reconnects with exponential backoff and full jitter when the platform is unreachable or restarting; stops
   when the platform says this node is revoked (401/403).
 """
@@ -28,6 +29,7 @@ from incisive.common.errors import IncisiveError
 from incisive.common.exit_codes import ExitCode
 from incisive.common.logging import get_logger
 from incisive.common.protocol import Job, JobType, Result, UnknownJobType
+from incisive.federated.sandbox import unavailable as sandbox_unavailable
 from incisive.node import aggregates
 from incisive.node.agent_link import AGENT_DIR, AgentSettings, LinkError, SignedClient, agent_key_path
 from incisive.node.agent_state import AgentState
@@ -40,6 +42,7 @@ from incisive.node.overlap import OverlapLog
 from incisive.node.policy import Policy, load_policy
 
 log = get_logger("agent")
+SANDBOX_PROBE_S = 300.0
 
 
 class AgentRevoked(IncisiveError):
@@ -136,6 +139,8 @@ class Agent:
         self._audit_lock = threading.Lock()
         self._readiness: dict[str, Any] | None = None
         self._readiness_at = 0.0
+        self._sandbox: dict[str, Any] | None = None
+        self._sandbox_at = 0.0
         # the one dispatch table: every JobType has its handler here; a type not in it is refused by name
         self.handlers: dict[JobType, Callable[[Job], Result]] = {
             JobType.COUNT: self._query, JobType.SUMMARY: self._query,
@@ -163,7 +168,23 @@ class Agent:
         payload["policy"] = {"participate": policy.participate, "min_cell_count": policy.min_cell_count,
                              "job_types": policy.job_types}
         payload["readiness"] = self._readiness_summary()
+        payload["sandbox"] = self._sandbox_summary(policy)
         return payload
+
+    def _sandbox_summary(self, policy: Policy) -> dict[str, Any]:
+        """``{"state": "ok" | "off" | "unavailable", "reason": …}``: can this node run bundle code caged (the bwrap
+        probe is re-run at most every SANDBOX_PROBE_S)."""
+        mode = policy.sandbox.mode
+        if mode == "off":
+            return {"state": "off", "reason": "the operator set [sandbox] mode = \"off\": bundle code runs uncaged"}
+        if self._sandbox is None or time.monotonic() - self._sandbox_at > SANDBOX_PROBE_S:
+            self._sandbox_at = time.monotonic()
+            try:
+                reason = sandbox_unavailable(mode)
+            except Exception as exc:  # a probe bug must not stop heartbeats
+                reason = f"sandbox probe failed ({type(exc).__name__})"
+            self._sandbox = {"state": "unavailable", "reason": reason} if reason else {"state": "ok"}
+        return self._sandbox
 
     def _readiness_summary(self) -> dict[str, Any] | None:
         interval = self.settings.readiness_interval_s

@@ -36,6 +36,7 @@ class Heartbeat(BaseModel):
     readiness: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     policy: dict[str, Any] | None = None
+    sandbox: dict[str, str] | None = None  # {"state": ok|off|unavailable, "reason": …}
 
 
 def _signed_path(request: Request) -> str:

@@ -138,13 +138,17 @@ def prune_nonces(s: Session, window_s: float) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+HEALTH_KEYS = ("disk_free_bytes", "backup_age_days", "readiness", "data", "policy", "sandbox")
+"""What a heartbeat may report (the rest is dropped); ``sandbox``: ``{"state": ok|off|unavailable, "reason"}``."""
+
+
 def heartbeat(s: Session, ref: NodeRef, payload: dict[str, Any]) -> None:
     node = s.get(Node, ref.id)
     assert node is not None
     node.last_heartbeat = node.last_seen = utcnow()
     version = payload.get("version")
     node.version = str(version)[:32] if version is not None else None
-    node.health = {k: payload.get(k) for k in ("disk_free_bytes", "backup_age_days", "readiness", "data", "policy")}
+    node.health = {k: payload.get(k) for k in HEALTH_KEYS}
 
 
 def revoke(s: Session, node_id: str, actor: str) -> None:
@@ -170,8 +174,7 @@ def node_dict(node: Node, offline_s: float) -> dict[str, Any]:
     return {"node_id": node.node_id, "name": node.name, "provider": node.provider,
             "status": status(node, offline_s), "last_heartbeat": beat.isoformat() if beat else None,
             "version": node.version, "enrolled_at": aware(node.enrolled_at).isoformat(),  # type: ignore[union-attr]
-            **{k: (node.health or {}).get(k) for k in ("disk_free_bytes", "backup_age_days", "readiness", "data",
-                                                       "policy")}}
+            **{k: (node.health or {}).get(k) for k in HEALTH_KEYS}}
 
 
 def list_nodes(s: Session, offline_s: float) -> list[dict[str, Any]]:
