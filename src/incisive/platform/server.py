@@ -5,9 +5,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from typing import Any
 
 import uvicorn
 
+from incisive.common.errors import ConfigError
 from incisive.platform.app import create_app
 from incisive.platform.db import PlatformDb
 from incisive.platform.settings import PlatformSettings
@@ -23,8 +25,35 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def config(settings: PlatformSettings, db: PlatformDb | None = None) -> uvicorn.Config:
-    return uvicorn.Config(create_app(settings, db), log_config=None, access_log=False, timeout_keep_alive=75,
-                          timeout_graceful_shutdown=2)
+    app: Any = create_app(settings, db)
+    tls: dict[str, Any] = {}
+    if settings.tls_cert or settings.tls_key:  # HTTPS built in (docs/deployment.md); else plain HTTP / a proxy
+        if not (settings.tls_cert and settings.tls_key):
+            raise ConfigError("tls_cert and tls_key go together")
+        tls = {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
+        if settings.hsts_max_age_s:
+            app = Hsts(app, settings.hsts_max_age_s)
+    return uvicorn.Config(app, log_config=None, access_log=False, timeout_keep_alive=75,
+                          timeout_graceful_shutdown=2, **tls)
+
+
+class Hsts:
+    """ASGI wrapper: ``Strict-Transport-Security`` on every HTTP response (only when the platform serves TLS)."""
+
+    def __init__(self, app: Any, max_age_s: int) -> None:
+        self.app, self.value = app, f"max-age={max_age_s}; includeSubDomains".encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_hsts(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"strict-transport-security", self.value)]}
+            await send(message)
+        await self.app(scope, receive, send_hsts)
 
 
 def serve_forever(settings: PlatformSettings, db: PlatformDb | None = None) -> None:
@@ -38,7 +67,7 @@ class ThreadedServer:
     def __init__(self, settings: PlatformSettings, db: PlatformDb | None = None) -> None:
         self.sock = bind(settings.host, settings.port)
         self.port = int(self.sock.getsockname()[1])
-        self.url = f"http://{settings.host}:{self.port}"
+        self.url = f"{'https' if settings.tls_cert else 'http'}://{settings.host}:{self.port}"
         self.server = uvicorn.Server(config(settings, db))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True,
                                        name="platform-http")

@@ -43,6 +43,17 @@ class PlatformSettings(TomlSettings):
                                    "when require_dp is on")
     fl_superlink_address: str = Field(default="", description="host:port SuperNodes dial for the platform's "
                                       "Flower SuperLink; empty = 127.0.0.1 and the port it got")
+    tls_cert: str = Field(default="", description="PEM certificate chain `platform serve` serves HTTPS with "
+                          "(empty: plain HTTP, for loopback or behind a TLS-terminating proxy)")
+    tls_key: str = Field(default="", description="PEM private key of tls_cert")
+    hsts_max_age_s: int = Field(default=31536000, ge=0, description="Strict-Transport-Security max-age sent "
+                                "over HTTPS (0: no header)")
+    fl_insecure: bool = Field(default=False, description="Plaintext Flower without SuperNode authentication "
+                              "(loopback tests and benchmarks only; nodes refuse it for a remote SuperLink)")
+    fl_tls_cert: str = Field(default="", description="The SuperLink's TLS certificate (empty: issued from the "
+                             "platform CA)")
+    fl_tls_key: str = Field(default="", description="Private key of fl_tls_cert")
+    fl_tls_ca: str = Field(default="", description="CA of fl_tls_cert, sent to nodes at enrolment")
     fl_start_timeout_s: float = Field(default=300.0, gt=0, description="FL job: wait this long for the nodes' "
                                       "agents to accept or refuse, and for training to start")
     fl_job_timeout_s: float = Field(default=6 * 3600.0, gt=0, description="FL job: longest run; then it is stopped")

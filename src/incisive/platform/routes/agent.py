@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from incisive.common import tls
 from incisive.common.protocol import Result
+from incisive.platform import pki
 from incisive.platform.db import PlatformDb
 from incisive.platform.errors import BadRequest, Forbidden, Gone, NotFound, PlatformError, Unauthorized
 from incisive.platform.hub import node_key
@@ -27,6 +29,7 @@ class Enrolment(BaseModel):
     node_id: str = Field(min_length=1, max_length=63)
     provider: str = Field(default="", max_length=128)
     public_key: str = Field(min_length=1, max_length=64)
+    fl_public_key: str = Field(default="", max_length=1024)  # Flower SuperNode key (OpenSSH EC), see platform.pki
 
 
 class Heartbeat(BaseModel):
@@ -70,11 +73,17 @@ async def signed(request: Request, db: PlatformDb, window_s: float, then: Callab
 async def enrol(body: Enrolment, request: Request, db: Db) -> dict[str, Any]:
     throttle, source = get_throttle(request), source_of(request)
 
+    settings = get_settings(request)
+
     def work() -> dict[str, Any]:
         guard(db, throttle, source, "invite")
         try:
+            fl_key = _flower_key(body.fl_public_key)
             with db.session() as s:
-                return nodes.enrol(s, body.token, body.node_id, body.provider, body.public_key)
+                enrolled = nodes.enrol(s, body.token, body.node_id, body.provider, body.public_key)
+            if fl_key:
+                pki.record_key(settings, enrolled["node_id"], fl_key)
+            return {**enrolled, "superlink_ca": pki.superlink_ca_pem(settings)}
         except (Unauthorized, Gone) as exc:  # a bad, used or expired invite: throttled, audited in aggregate
             failed(db, throttle, source, "invite", None, str(exc))
             raise
@@ -84,6 +93,15 @@ async def enrol(body: Enrolment, request: Request, db: Db) -> dict[str, Any]:
                              details={"reason": str(exc)})
             raise
     return await run_in_threadpool(work)
+
+
+def _flower_key(text: str) -> str:
+    if not text:
+        return ""
+    try:
+        return tls.check_flower_public_key(text)
+    except (ValueError, UnicodeError):
+        raise BadRequest("fl_public_key is not an OpenSSH EC public key on a NIST curve") from None
 
 
 @router.post("/heartbeat")
