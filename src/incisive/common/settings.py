@@ -112,7 +112,7 @@ class NodeSettings(TomlSettings):
     http_max_connections: int = Field(64, ge=1, le=4096, description="HTTP connections+tasks at once (503 beyond)")
     http_header_timeout_s: float = Field(10.0, gt=0, le=600, description="Seconds to send a request's headers")
     http_keep_alive_s: float = Field(5.0, gt=0, le=600, description="Idle keep-alive seconds between requests")
-    stow_max_bytes: int = Field(1 << 30, ge=1024, description="Largest STOW-RS request body (413 beyond)")
+    stow_max_bytes: int = Field(256 << 20, ge=1024, description="Largest STOW-RS request body (413 beyond)")
     spool_threshold_bytes: int = Field(16 << 20, ge=0, description="Parts larger than this are spooled to disk")
 
     @field_validator("node_id")

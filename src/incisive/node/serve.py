@@ -106,10 +106,13 @@ class NodeServices:
         http_port = int(sock.getsockname()[1])
         import uvicorn
 
+        from incisive.compat.uvicorn_0_49 import server_options
         from incisive.node.api.app import create_app
 
+        s = self.node.settings  # header/keep-alive timeouts and a connection cap (503 beyond): slowloris-proof
+        limits = server_options(s.http_header_timeout_s, s.http_keep_alive_s, s.http_max_connections)
         config = uvicorn.Config(create_app(self.node), log_config=None, access_log=False, lifespan="off",
-                                timeout_graceful_shutdown=5, **self._http_tls_options)
+                                timeout_graceful_shutdown=5, **limits, **self._http_tls_options)
         self._http = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._http.run, kwargs={"sockets": [sock]}, daemon=True,
                                         name="incisive-http")

@@ -10,6 +10,7 @@ from typing import Any
 import uvicorn
 
 from incisive.common.errors import ConfigError
+from incisive.compat.uvicorn_0_49 import server_options
 from incisive.platform.app import create_app
 from incisive.platform.db import PlatformDb
 from incisive.platform.settings import PlatformSettings
@@ -25,6 +26,10 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 def config(settings: PlatformSettings, db: PlatformDb | None = None) -> uvicorn.Config:
+    """Bounded: request headers within ``http_header_timeout_s``, idle keep-alive ``http_keep_alive_s``, at most
+    ``http_max_connections`` connections or tasks (503 beyond), a 16 KiB request head; bodies: ``BodyLimit``."""
+    limits = server_options(settings.http_header_timeout_s, settings.http_keep_alive_s,
+                            settings.http_max_connections)
     app: Any = create_app(settings, db)
     tls: dict[str, Any] = {}
     if settings.tls_cert or settings.tls_key:  # HTTPS built in (docs/deployment.md); else plain HTTP / a proxy
@@ -33,8 +38,7 @@ def config(settings: PlatformSettings, db: PlatformDb | None = None) -> uvicorn.
         tls = {"ssl_certfile": settings.tls_cert, "ssl_keyfile": settings.tls_key}
         if settings.hsts_max_age_s:
             app = Hsts(app, settings.hsts_max_age_s)
-    return uvicorn.Config(app, log_config=None, access_log=False, timeout_keep_alive=75,
-                          timeout_graceful_shutdown=2, **tls)
+    return uvicorn.Config(app, log_config=None, access_log=False, timeout_graceful_shutdown=2, **limits, **tls)
 
 
 class Hsts:

@@ -30,6 +30,11 @@ class PlatformSettings(TomlSettings):
     invite_ttl_s: int = Field(default=24 * 3600, gt=0, description="Lifetime of a node invite token")
     signature_window_s: int = Field(default=120, ge=5, le=3600, description="Accepted clock skew of agent requests")
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="Larger request bodies are refused (413)")
+    http_max_connections: int = Field(default=512, ge=1, le=65536, description="HTTP connections or tasks at "
+                                      "once (agents' long polls included); 503 beyond")
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=600, description="A request's headers must "
+                                         "arrive within this long, or the connection is closed")
+    http_keep_alive_s: float = Field(default=5.0, gt=0, le=600, description="Idle keep-alive between requests")
     long_poll_s: float = Field(default=20.0, gt=0, le=120, description="Longest wait of an agent's job poll")
     redeliver_s: float = Field(default=30.0, gt=0, description="Offer an unanswered job again after this long")
     query_timeout_s: float = Field(default=15.0, gt=0, le=600, description="A query waits this long for nodes")

@@ -34,9 +34,9 @@ def _check_json_accept(request: Request) -> None:
 
 @router.post("/studies", dependencies=[uploader])
 async def store_instances(request: Request) -> Response:
-    body = await request.body()
-    try:
-        result = await stow.stow(node_of(request), request.headers.get("content-type", ""), body, _base(request))
+    try:  # streamed: the body is parsed and spooled as it arrives, never held whole (stow.MultipartSpool)
+        result = await stow.stow(node_of(request), request.headers.get("content-type", ""), request.stream(),
+                                 _base(request))
     except stow.StowError as exc:
         raise HTTPException(exc.status, exc.message) from None
     return _json(result.body, result.status)
