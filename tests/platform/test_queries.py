@@ -3,16 +3,22 @@ a node that never answers, the protocol check and combining of node answers, pri
 
 from __future__ import annotations
 
+import json
+import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from incisive.common.protocol import ProtocolViolation, check_count, check_summary
+from incisive.node.agent import run_job
+from incisive.node.home import Node
 from incisive.platform.services import disclosure
 from tests.platform.conftest import Api, FakeNode, enrol_fake
+from tests.platform.federation import fill_attack_cohort
 
 INJECTION = ["modality; DROP TABLE job;--", "' OR '1'='1", "modality\" --", "label.x'); DELETE FROM node;--"]
 
@@ -245,3 +251,61 @@ def test_new_platforms_require_dp(tmp_path: Any) -> None:
     assert created.settings.require_dp and "require_dp = true" in (tmp_path / "new" / "platform.toml").read_text()
     created.db.dispose()
     assert PlatformSettings(home=tmp_path).require_dp is False  # a platform.toml from before keeps exact counts
+
+
+def laplace_bins(scale: float, edge: int = 3) -> dict[int, float]:
+    """P(round(L) = j) for L ~ Laplace(0, scale), j in -edge..edge, the two ends holding their tails."""
+    def cdf(x: float) -> float:
+        return 0.5 * math.exp(x / scale) if x < 0 else 1 - 0.5 * math.exp(-x / scale)
+    probs = {j: cdf(j + 0.5) - cdf(j - 0.5) for j in range(-edge + 1, edge)}
+    probs[-edge], probs[edge] = cdf(-edge + 0.5), 1 - cdf(edge - 0.5)
+    return probs
+
+
+def chi2_sf_6(x: float) -> float:
+    """P(X > x) for a chi-square with 6 degrees of freedom (closed form for an even df)."""
+    h = x / 2
+    return math.exp(-h) * (1 + h + h * h / 2)
+
+
+def test_noisy_answers_follow_the_laplace_scale_and_spend_the_budget(tmp_path: Any, api: Api) -> None:
+    """200 noisy counts of the same question, answered by the node's own code (policy, catalogue, Laplace noise)
+    over the platform's API: the answers vary, the noise of 400 cells matches round(Laplace(1/ε)) by a chi-square
+    test and by its variance, every answer spent ε and each query is in the audit log with its ε."""
+    node = Node.init(tmp_path / "node", provider="Test Hospital")
+    fill_attack_cohort(node)  # sex: 20 F, 18 M (far above k = 5 for ε = 1: a hidden cell has p ~ 1e-6)
+    fake = enrol_fake(api, "dp-node")
+    online(fake)
+    eps, runs, truth = 1.0, 200, {"F": 20, "M": 18}
+    put = api.client.put("/api/v1/budgets/researcher", json={"budget": runs * eps + 0.5}, headers=api.h("dp-manager"))
+    assert put.status_code == 200
+    stop = threading.Event()
+    thread = answer_jobs(fake, lambda payload: run_job(node, {"id": "d" * 32, "type": "count", "payload": payload})
+                         ["result"], stop)
+    noise: list[int] = []
+    try:
+        for _ in range(runs):
+            r = count(api, {"by": ["sex"], "epsilon": eps})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["nodes"] == {"dp-node": "ok"} and body["dp"]["epsilon"] == eps
+            cells = {c["key"][0]: c["count"] for c in body["cells"]}
+            noise += [cells[sex] - n for sex, n in truth.items()]
+    finally:
+        stop.set()
+        thread.join(5)
+        node.catalogue.dispose()
+    assert len(set(noise)) >= 5, "repeated noisy answers barely vary"
+    scale = 1 / eps
+    variance = sum(x * x for x in noise) / len(noise)
+    assert 0.7 * 2 * scale**2 < variance < 1.4 * (2 * scale**2 + 1 / 12)  # Var Lap(b) = 2b² (+ rounding)
+    observed: Counter[int] = Counter(max(-3, min(3, x)) for x in noise)
+    chi2 = sum((observed[j] - len(noise) * p) ** 2 / (len(noise) * p) for j, p in laplace_bins(scale).items())
+    assert chi2_sf_6(chi2) > 1e-5, f"noise does not follow round(Laplace({scale})): chi2 = {chi2:.1f}"
+    own = api.client.get("/api/v1/budgets/researcher", headers=api.h("researcher")).json()
+    assert own["spent"] == pytest.approx(runs * eps)
+    export = [json.loads(line) for line in
+              api.client.get("/api/v1/audit/export", headers=api.h("auditor")).text.splitlines() if line.strip()]
+    audited = [e for e in export if e.get("action") == "query.count" and e.get("outcome") == "ok"]
+    assert len(audited) == runs
+    assert all(e["details"]["query"]["epsilon"] == eps for e in audited)
