@@ -75,13 +75,4 @@ def test_lesion_cnn_learns_on_synthetic_cohort(sqlite_node, tmp_path: Path) -> N
     assert after["accuracy"] >= 0.8 and after["auc"] > 0.85, (before, after)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cnn_uses_cuda_when_available() -> None:
-    manifest, task = _task("lesion-cnn")
-    model = task.build_model(manifest)
-    x = np.random.default_rng(0).random((8, 1, 32, 32), dtype=np.float32)
-    y = np.array([0, 1] * 4, dtype=np.float32)
-    device = engine.device_for()
-    assert device.type == "cuda"
-    engine.train(model, x, y, epochs=1, lr=0.01, batch_size=4, device=device)
-    assert next(model.parameters()).device.type == "cuda"
+# CUDA training is checked by benchmarks/device_check.py on a GPU machine (the pinned torch is the CPU wheel)
