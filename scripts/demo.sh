@@ -82,12 +82,15 @@ step "11. Federation: a platform, three hospitals dialling out, a researcher's c
 jfield() { python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pport=$(free_port)
-incisive platform init "$out/platform" >/dev/null
+echo "The platform makes its own small CA and HTTPS certificate (no corporate PKI here); every link is TLS:"
+incisive platform init "$out/platform" --ca
 incisive platform serve --home "$out/platform" --port "$pport" > "$out/platform.log" 2>&1 &
 pids=($!)
 trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
-for _ in $(seq 120); do curl -sf "http://127.0.0.1:$pport/api/v1/health" >/dev/null && break; sleep 0.5; done
-export INCISIVE_PLATFORM_URL="http://127.0.0.1:$pport"
+ca="$out/platform/ca/ca.pem"
+for _ in $(seq 120); do curl -sf --cacert "$ca" "https://127.0.0.1:$pport/api/v1/health" >/dev/null && break; sleep 0.5; done
+export INCISIVE_PLATFORM_URL="https://127.0.0.1:$pport" INCISIVE_CA_FILE="$ca"
+curl -sI --cacert "$ca" "$INCISIVE_PLATFORM_URL/api/v1/health" | grep -i '^strict-transport-security' || true
 # the admin creates the account (a one-time activation secret); alice makes her own token with it
 secret=$(incisive platform user create alice --role researcher --home "$out/platform" --json | jfield activation_secret)
 export INCISIVE_TOKEN=$(incisive platform token activate alice --secret "$secret" --json | jfield token)
@@ -101,7 +104,7 @@ done
 for dir in node node-b node-c; do
   provider=$(python3 -c 'import sys,tomllib; print(tomllib.load(open(sys.argv[1],"rb"))["provider"])' "$out/$dir/incisive.toml")
   invite=$(incisive platform node invite "$provider" --home "$out/platform" --json | jfield token)
-  incisive node enrol "$INCISIVE_PLATFORM_URL" --token "$invite" --home "$out/$dir"
+  incisive node enrol "$INCISIVE_PLATFORM_URL" --token "$invite" --ca-file "$ca" --home "$out/$dir"
   incisive node agent --home "$out/$dir" > "$out/$dir-agent.log" 2>&1 &
   pids+=($!)
 done
@@ -141,9 +144,13 @@ for dir in node node-b node-c; do
   share=(); [ $dir = node ] && share=(--share-inference-summary)  # hospital A also lets inference summaries out
   incisive node policy approve tabular-risk:1 --from-platform "${share[@]}" --home "$out/$dir"
 done
-echo "A researcher trains across all hospitals; each agent starts a SuperNode that dials out to the platform:"
+echo "A researcher trains across all hospitals; each agent starts a SuperNode that dials out to the platform's"
+echo "SuperLink over TLS (certificate from the platform CA, pinned at enrolment) with SuperNode authentication"
+echo "(each hospital's Flower key, made at enrolment, is registered with the SuperLink; no other node gets in):"
 job=$(incisive fl train --model tabular-risk:1 --nodes all --rounds 3 --round-timeout 120 --no-wait --json | jfield id)
 incisive fl status "$job" --follow
+grep -m1 -o 'Uvicorn running on https://[0-9.:]*' "$out/platform/fl/superlink/superlink.log" | sed 's/^/SuperLink: /' || true
+grep -c 'RegisterNode\] Created' "$out/platform/fl/superlink/superlink.log" | sed 's/$/ SuperNode keys registered with the SuperLink/' || true
 incisive model list
 incisive fl plot "$job" --out "$out/fl-plots"
 echo "Inference with the trained model at two hospitals: per-patient scores stay in each one's catalogue; only"

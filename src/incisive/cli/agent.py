@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,12 +19,15 @@ def enrol(
     token: InviteTokenOpt,
     home: HomeOpt = None,
     json_out: JsonOpt = False,
+    ca_file: Annotated[Path | None, typer.Option("--ca-file", help="CA the platform's certificate must chain to "
+                                                "(e.g. its 'platform init --ca' ca/ca.pem); pinned: from then on "
+                                                "the only CA trusted. Default: the system store")] = None,
 ) -> None:
-    """Create this node's Ed25519 key and register its public key with the platform."""
+    """Create this node's keys (Ed25519 for the agent, EC for Flower) and register the public keys."""
     from incisive.node.agent_link import enrol as do_enrol
 
     node = Node.open(resolve_home(home))
-    data = do_enrol(node, url, token)
+    data = do_enrol(node, url, token, ca_file=ca_file)
     if json_out:
         print_json(data)
         return

@@ -37,10 +37,25 @@ def open_platform(home: Path | None) -> Platform:
 def init(
     home: Annotated[Path, typer.Argument(help="Directory to create the platform in")],
     db: Annotated[str, typer.Option("--db", help="SQLAlchemy URL (default: SQLite in the directory)")] = "",
+    ca: Annotated[bool, typer.Option("--ca", help="Also create a private CA (ca/) and an HTTPS certificate "
+                                     "from it (tls/server.pem), served by 'platform serve'")] = False,
+    names: Annotated[list[str] | None, typer.Option("--name", help="Host name or address the HTTPS "
+                                                    "certificate is for (repeat; 127.0.0.1 and localhost are "
+                                                    "always in)")] = None,
 ) -> None:
-    """Create a platform directory and its database."""
+    """Create a platform directory and its database (and, with --ca, its CA and HTTPS certificate)."""
+    from incisive.common.fsio import atomic_write_text
+    from incisive.platform import pki
+    from incisive.platform.settings import PLATFORM_CONFIG
+
     platform = Platform.init(home, db_url=db)
     console.print(f"[green]initialised platform[/] at {platform.home} ({platform.db.dialect})")
+    if ca:
+        platform.settings = pki.init_ca(platform.settings, list(names or []))
+        atomic_write_text(platform.home / PLATFORM_CONFIG, platform.settings.to_toml())
+        console.print(f"CA: {platform.home / 'ca' / 'ca.pem'} (give it to each node: "
+                      "'incisive node enrol URL --token … --ca-file ca.pem'); keep ca/ca.key safe")
+        console.print(f"HTTPS certificate: {platform.settings.tls_cert}")
 
 
 @app.command()
@@ -55,14 +70,20 @@ def serve(
     home: HomeOpt = None,
     host: Annotated[str | None, typer.Option(help="Bind address (default: settings)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default: settings)")] = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="PEM certificate chain to serve HTTPS "
+                                                  "with (default: settings' tls_cert)")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="PEM private key of --tls-cert")] = None,
 ) -> None:
-    """Serve the API (OpenAPI docs at /docs). Put it behind a TLS-terminating proxy for real deployments."""
+    """Serve the API over HTTPS (--tls-cert/--tls-key or 'platform init --ca'; HSTS on) or plain HTTP for
+    loopback and behind a TLS-terminating proxy (docs/deployment.md). OpenAPI docs at /docs."""
     from incisive.platform.server import serve_forever
 
     platform = open_platform(home)
-    settings = platform.settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items()
-                                                    if v is not None})
-    console.print(f"platform listening on http://{settings.host}:{settings.port}")
+    update = {k: v for k, v in {"host": host, "port": port, "tls_cert": tls_cert and str(tls_cert),
+                                "tls_key": tls_key and str(tls_key)}.items() if v is not None}
+    settings = platform.settings.model_copy(update=update)
+    scheme = "https" if settings.tls_cert else "http"
+    console.print(f"platform listening on {scheme}://{settings.host}:{settings.port}")
     serve_forever(settings, platform.db)
 
 

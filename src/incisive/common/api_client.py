@@ -1,14 +1,22 @@
 """A user's HTTP client for the platform API (``--platform URL --token …``): one place for the bearer token,
-timeouts and turning transport failures and error statuses into one clear line."""
+timeouts and turning transport failures and error statuses into one clear line.
+
+TLS: the platform's certificate is verified against the system store, or only against ``$INCISIVE_CA_FILE``
+when set (a federation's private CA, ``platform init --ca``); an untrusted certificate is named as such."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import httpx
 
+from incisive.common import tls
 from incisive.common.errors import IncisiveError, InputError
 from incisive.common.exit_codes import ExitCode
+
+CA_FILE_ENV = "INCISIVE_CA_FILE"
 
 
 class RemoteError(IncisiveError):
@@ -20,15 +28,17 @@ class ApiClient:
         if not token:
             raise InputError("give --token or set INCISIVE_TOKEN")
         self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
+        ca_file = os.environ.get(CA_FILE_ENV, "")
+        self.verify = tls.client_context(Path(ca_file)) if ca_file else True
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """JSON of the answer; :class:`RemoteError` naming the status and the platform's ``detail``."""
         try:
-            response = httpx.request(method, self.url + path, timeout=self.timeout_s,
+            response = httpx.request(method, self.url + path, timeout=self.timeout_s, verify=self.verify,
                                      headers={"Authorization": f"Bearer {self.token}",
                                               **kwargs.pop("headers", {})}, **kwargs)
         except httpx.HTTPError as exc:
-            raise RemoteError(f"cannot reach the platform: {type(exc).__name__}") from None
+            raise RemoteError(f"cannot reach the platform: {tls.transport_reason(exc)}") from None
         if response.status_code >= 300:
             try:
                 detail = response.json().get("detail")

@@ -5,6 +5,10 @@ for every participating node (SuperLink address, bundle name/version/sha256, dea
 accepted or refused (a refusal is recorded with the node's reason), submit the Flower app, mirror the ServerApp's
 ``server.json`` / ``rounds.jsonl`` into the job row, then store the final model with its provenance and queue
 ``fl-stop`` for the nodes. Jobs run one after the other: every SuperNode on the SuperLink takes part in the run.
+
+The SuperLink serves TLS with SuperNode authentication (:mod:`incisive.platform.pki`): the Flower public keys of
+the active nodes are registered with it when it starts and before each job, and a revoked node's key is
+unregistered within seconds (checked while a job runs), so its SuperNode is refused at its next request.
 """
 
 from __future__ import annotations
@@ -21,18 +25,20 @@ from sqlalchemy.orm import Session
 from incisive.common.fsio import atomic_write_text
 from incisive.common.logging import get_logger
 from incisive.common.protocol import JobType
-from incisive.federated.deploy import BIN, Federation
+from incisive.federated.deploy import BIN, Federation, FlowerError
 from incisive.federated.jobs import Job, JobStore
 from incisive.federated.service import provenance as job_provenance
+from incisive.platform import pki
 from incisive.platform.db import PlatformDb
 from incisive.platform.hub import Hub
-from incisive.platform.models import FlJob, JobResult, ModelBundle
+from incisive.platform.models import FlJob, JobResult, ModelBundle, Node
 from incisive.platform.services import fl_jobs, jobs, models, utcnow
 from incisive.platform.settings import PlatformSettings
 
 log = get_logger("platform.fl")
 SUPERNODE_JOB = JobType.FL_SUPERNODE
 STOP_JOB = JobType.FL_STOP
+SYNC_KEYS_S = 2.0  # while a job runs: how often revoked nodes' Flower keys are looked for
 
 
 class JobFailed(Exception):
@@ -48,6 +54,8 @@ class FlRunner:
         self.thread: threading.Thread | None = None
         self.stopping = threading.Event()
         self._lock = threading.Lock()
+        self.registered: dict[str, tuple[int, str]] = {}  # node id -> (Flower node id, public key) at the SuperLink
+        self._synced = 0.0
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def recover(self) -> None:
@@ -95,10 +103,37 @@ class FlRunner:
         if fed is None or fed.superlink is None or not fed.superlink.alive():
             if fed is not None:
                 fed.stop()
-            fed = self.federation = Federation(self.root / "superlink")
+            fed = self.federation = Federation(self.root / "superlink", tls=pki.superlink_tls(self.settings))
             fed.start_superlink()
-            log.info("SuperLink started on port %d", fed.port)
+            self.registered = {}
+            log.info("SuperLink started on port %d (%s)", fed.port,
+                     "TLS, SuperNode authentication" if fed.tls else "plaintext, no SuperNode authentication")
+        self.sync_keys(fed)
         return fed, self.settings.fl_superlink_address or f"127.0.0.1:{fed.port}"
+
+    def sync_keys(self, fed: Federation) -> None:
+        """Register the Flower keys of active nodes with the SuperLink; unregister revoked (or re-keyed) ones."""
+        self._synced = time.monotonic()
+        if fed.tls is None:
+            return
+        with self.db.session() as s:
+            rows = s.query(Node.node_id, Node.revoked_at).all()
+        active = {n: pki.node_key(self.settings, n) for n, revoked in rows if revoked is None}
+        for node_id, (flower_id, key) in list(self.registered.items()):
+            if active.get(node_id) != key:
+                try:
+                    fed.unregister_supernode(flower_id)
+                    log.info("Flower key of node %s unregistered (revoked or re-keyed)", node_id)
+                except FlowerError as exc:
+                    log.warning("could not unregister node %s from the SuperLink: %s", node_id, exc)
+                    continue
+                del self.registered[node_id]
+        for node_id, public in active.items():
+            if public and node_id not in self.registered:
+                try:
+                    self.registered[node_id] = (fed.register_supernode(public, node_id), public)
+                except FlowerError as exc:
+                    log.warning("could not register node %s with the SuperLink: %s", node_id, exc)
 
     # -- one job ----------------------------------------------------------------------------------------------
     def run(self, job_id: str) -> None:
@@ -115,7 +150,7 @@ class FlRunner:
         local = self._job_dir(job_id, spec)
         fed, address = self.superlink()
         deadline = time.time() + self.settings.fl_job_timeout_s
-        payload = {"fl_job": job_id, "superlink": address, "model": bundle.manifest.name,
+        payload = {"fl_job": job_id, "superlink": address, "tls": fed.tls is not None, "model": bundle.manifest.name,
                    "version": bundle.manifest.version, "sha256": bundle.digest, "requester": requester,
                    "project": spec.get("project"), "deadline": deadline}
         accepted: list[str] = []
@@ -223,6 +258,8 @@ class FlRunner:
                 raise JobFailed("the job ran past its deadline")
             if not rounds and time.monotonic() > start_by:
                 raise JobFailed("training did not start in time (SuperNodes did not connect)")
+            if self.federation is not None and time.monotonic() - self._synced > SYNC_KEYS_S:
+                self.sync_keys(self.federation)  # a node revoked during the job is cut off now
             time.sleep(0.5)
 
     def _provenance(self, s: Session, job_id: str, local: Job) -> dict[str, Any]:

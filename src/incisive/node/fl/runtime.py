@@ -212,6 +212,9 @@ def serve_tasks(address: str, parent_pid: int) -> None:
     from flwr.supercore.constant import TaskType
 
     _preload()
+    # Flower's client retries a refused connection on its own (back-off, no limit): when the SuperNode exits by
+    # itself (e.g. its SuperLink refused it), the loop below would never see it. A watchdog ends the executor.
+    threading.Thread(target=_exit_with_parent, args=(parent_pid,), daemon=True, name="parent-watch").start()
     client = _client(address, "SuperExec")
     log(INFO, "incisive ClientApp executor ready (Runtime API %s)", address)
     last_task = time.monotonic()
@@ -232,6 +235,12 @@ def serve_tasks(address: str, parent_pid: int) -> None:
 
 def _alive(pid: int) -> bool:
     return os.getppid() == pid  # re-parented: the SuperNode is gone
+
+
+def _exit_with_parent(pid: int, interval_s: float = 1.0) -> None:
+    while _alive(pid):
+        time.sleep(interval_s)
+    os._exit(0)
 
 
 def main(argv: list[str]) -> None:

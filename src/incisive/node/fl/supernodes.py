@@ -7,6 +7,13 @@ it starts a ``flower-supernode`` process that dials out to the SuperLink with ``
 (its catalogue and store), in the background, so that the agent keeps polling. The process is stopped on
 ``fl-stop``, after the job's deadline, or when the agent stops. Running SuperNodes are listed in
 ``agent/supernodes.json`` so that a restarted agent stops the ones it lost.
+
+The link is TLS with SuperNode authentication: the SuperNode verifies the SuperLink's certificate against the CA
+pinned at enrolment (``agent/superlink-ca.pem``, else the agent's ``ca_file``, else the system store) and signs
+its requests with the node's Flower key (``secrets/flower-supernode.key``). A plaintext link is accepted only to
+a SuperLink on this machine. The agent answers only once the SuperNode was let in (``SuperNode ID`` in its log)
+or failed: a SuperLink that refuses the node's key, or a certificate the node does not trust, is the job's
+answer, with the reason (:func:`startup_failure`).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from incisive.node.policy import load_policy
 log = get_logger("agent.fl")
 SHA256 = re.compile(r"[0-9a-f]{64}")
 ADDRESS = re.compile(r"[A-Za-z0-9.\-\[\]:]{1,255}:\d{1,5}")
+STARTUP_WATCH_S = 120.0  # the runtime imports torch before the SuperNode dials: slow on a loaded machine
+ACTIVATED = "SuperNode ID:"
 
 
 @dataclass
@@ -113,26 +122,61 @@ class Supernodes:
             return Result.refused(reason)
         if not is_approved(self.node.home, name, version, digest):
             return Result.refused(f"bundle {name}:{version} ({digest[:12]}) is not approved at this node")
+        from incisive.node.fl.sandboxed import refusal
+
+        caged = refusal(self.node)  # no sandbox, no third-party code (unless the operator opted out)
+        if caged is not None:
+            return Result.refused(caged)
         problem = ensure_bundle(self.node, self.client, name, version, digest)
         if problem is not None:
             return Result.refused(problem)
+        auth, problem = self._link(address, payload.get("tls", True) is not False)
+        if problem is not None:
+            return Result.refused(problem)
         deadline = float(payload.get("deadline") or time.time() + 6 * 3600)
+        log_path = self.node.home / "fl-runtime" / fl_job / "supernode.log"
+        offset = log_path.stat().st_size if log_path.exists() else 0
         with self.lock:
             current = self.running.get(fl_job)
-            if current is None or not current.alive():
-                self.running[fl_job] = Running(self._spawn(fl_job, address), deadline)
+            fresh = current is None or not current.alive()
+            if fresh:
+                self.running[fl_job] = current = Running(self._spawn(fl_job, address, auth), deadline)
             self._save()
+        assert current is not None
+        failure = startup_failure(current.popen, log_path, offset) if fresh else None
+        if failure is not None:
+            self.stop(fl_job)
+            log.warning("SuperNode for FL job %s failed to join: %s", fl_job, failure)
+            return Result.failed(failure)
         log.info("SuperNode started for FL job %s", fl_job)
-        return Result.ok({"supernode": "started", "sha256": digest})
+        return Result.ok({"supernode": "started", "sha256": digest, "tls": auth is not None})
 
-    def _spawn(self, fl_job: str, address: str) -> subprocess.Popen[bytes]:
+    def _link(self, address: str, secure: bool) -> tuple[Any, str | None]:
+        """The SuperNode's TLS and authentication settings, or why this node will not dial ``address``."""
+        from incisive.common.tls import is_loopback_host
+        from incisive.federated.deploy import SupernodeAuth
+        from incisive.node.agent_link import flower_key_path, superlink_ca_path
+
+        if not secure:
+            if is_loopback_host(address.rpartition(":")[0]):
+                return None, None
+            return None, "refusing a plaintext Flower link to a SuperLink on another machine (TLS required)"
+        key = flower_key_path(self.node.home)
+        if not key.exists():
+            return None, "this node has no Flower key (secrets/flower-supernode.key); enrol it again"
+        pinned = superlink_ca_path(self.node.home)
+        ca = self.client.settings.ca_file
+        roots = pinned if pinned.exists() else (Path(ca) if ca else None)
+        return SupernodeAuth(roots, key), None
+
+    def _spawn(self, fl_job: str, address: str, auth: Any = None) -> subprocess.Popen[bytes]:
         from incisive.federated.deploy import Federation, supernode_argv
 
         workdir = self.node.home / "fl-runtime" / fl_job
         env = Federation(workdir).env
         with (workdir / "supernode.log").open("ab") as fh:
-            return subprocess.Popen(supernode_argv(address, self.node.home), stdout=fh, stderr=subprocess.STDOUT,
-                                    env=env, cwd=workdir, start_new_session=True)
+            return subprocess.Popen(supernode_argv(address, self.node.home, auth), stdout=fh,
+                                    stderr=subprocess.STDOUT, env=env, cwd=workdir, start_new_session=True)
 
     def stop(self, fl_job: str) -> bool:
         with self.lock:
@@ -183,6 +227,48 @@ class Supernodes:
             if RUNTIME_MODULE.encode() in cmdline:
                 _terminate(pid, None)
         self._save()
+
+
+def startup_failure(popen: subprocess.Popen[bytes], log_path: Path, offset: int,
+                    timeout_s: float = STARTUP_WATCH_S) -> str | None:
+    """Wait until the SuperNode is let in by the SuperLink (None) or fails (the reason, PHI-free: certificate and
+    Flower error codes only). Still neither after ``timeout_s``: None (the platform's start timeout decides)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        text = _log_since(log_path, offset)
+        if ACTIVATED in text:
+            return None
+        if "Exit Code:" in text or popen.poll() is not None:  # Flower gave up: its message follows the code
+            time.sleep(0.5)
+            reason = _failure_reason(_log_since(log_path, offset))
+            return reason or f"the SuperNode exited (code {popen.poll()}) before joining the SuperLink"
+        time.sleep(0.2)
+    return None
+
+
+def _log_since(path: Path, offset: int) -> str:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read(1 << 20).decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _failure_reason(text: str) -> str | None:
+    if "CERTIFICATE_VERIFY_FAILED" in text:
+        detail = text.split("certificate verify failed:", 1)[-1].split("(_ssl", 1)[0].strip()[:120]
+        return f"the SuperLink's TLS certificate is not trusted by this node ({detail})"
+    if "SSL/TLS handshake error" in text or "WRONG_VERSION_NUMBER" in text:
+        return "TLS handshake with the SuperLink failed"
+    if "Failed to activate SuperNode" in text or "[code: 2004]" in text:
+        return "the SuperLink refused this SuperNode: its Flower key is not registered there (Flower error 2004)"
+    if "Invalid SuperNode authentication" in text or " 401" in text:
+        return "the SuperLink refused this SuperNode's authentication (401)"
+    if "Exit Code:" in text:
+        code = text.split("Exit Code:", 1)[1].split()[0] if text.split("Exit Code:", 1)[1].split() else "?"
+        return f"the SuperNode could not join the SuperLink (Flower exit code {code})"
+    return None
 
 
 def _terminate(pid: int, popen: subprocess.Popen[bytes] | None, grace: float = 5.0) -> None:
