@@ -14,6 +14,7 @@ without importing any of them. Importing ``app`` from this module (tests do) bui
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -83,6 +84,9 @@ def _selected(argv: list[str]) -> str | None:
 
 
 def main() -> None:
+    # Everything a command creates (node/platform directories, catalogue and its -wal/-shm, logs, audit, state,
+    # keys, exports) is private to the service account: directories 0700, files 0600 (issue 16 item 6).
+    os.umask(0o077)
     try:
         build_app(only=_selected(sys.argv[1:]))()
     except IncisiveError as exc:

@@ -74,6 +74,14 @@ def _progress(description: str, enabled: bool) -> Any:
     return Progress(*columns, console=err_console, transient=True, disable=not enabled)
 
 
+def _without_paths(node: Node, report: dict[str, Any]) -> dict[str, Any]:
+    """The import report as printed: a problem file is named by the keyed digest of its relative path (the
+    catalogue's ``import_issue.file_digest``), never by the path, which can hold a patient's name or MRN."""
+    problems = [{"file_digest": node.pseudonymiser.digest("import-file", p["file"]), "outcome": p["outcome"],
+                 "reason": p["reason"]} for p in report.get("problems", [])]
+    return {**report, "problems": problems}
+
+
 @app.command("import")
 def import_(
     source: Annotated[Path | None, typer.Argument(help="DICOM file or folder (recursive)")] = None,
@@ -90,7 +98,7 @@ def import_(
     if source is None and clinical is None:
         raise InputError("give a DICOM folder, --clinical CSV, or both")
     if source is not None and not source.exists():
-        raise InputError(f"{source} does not exist")
+        raise InputError("the DICOM source given does not exist")  # paths are not echoed: they can carry names
     node = open_node(home)
     if clinical is not None:  # refuse a bad CSV before touching any DICOM
         check_columns(read_csv(clinical, encoding)[0], id_column, _csv_list(drop))
@@ -100,7 +108,7 @@ def import_(
             task = bar.add_task("de-identifying", total=None)
             report = import_dicom(node, source, lambda done, total: bar.update(task, completed=done, total=total),
                                   workers or None)
-        result["dicom"] = report.as_dict()
+        result["dicom"] = _without_paths(node, report.as_dict())
     if clinical is not None:
         result["clinical"] = import_clinical(
             node, clinical, id_column=id_column, drop=_csv_list(drop), encoding=encoding,
@@ -117,8 +125,8 @@ def import_(
             console.print(table("Removed beyond Table E.1-1 (fail-closed)", ["attribute", "values"],
                                 sorted(d["removed_beyond_table"].items(), key=lambda kv: -kv[1])[:20]))
         if d["problems"]:
-            console.print(table("Not stored", ["file", "outcome", "reason"],
-                                ((p["file"], p["outcome"], p["reason"]) for p in d["problems"][:50])))
+            console.print(table("Not stored", ["file (keyed digest)", "outcome", "reason"],
+                                ((p["file_digest"][:16], p["outcome"], p["reason"]) for p in d["problems"][:50])))
             if len(d["problems"]) > 50:
                 console.print(f"… and {len(d['problems']) - 50} more (use --json for all)")
     if "clinical" in result:

@@ -8,6 +8,8 @@
 <node>/catalogue.db         SQLite catalogue (unless catalogue_url points elsewhere)
 <node>/logs/incisive.log    PHI-free log
 ```
+The directory is created 0700 and ``incisive`` runs with umask 077, so every file in it is 0600 (catalogue.db
+and SQLite's -wal/-shm, which take the database's mode, logs, audit, state); ``node check`` flags looser modes.
 """
 
 from __future__ import annotations
@@ -88,7 +90,8 @@ class Node:
         )
         node = cls(settings)
         created = not home.exists()
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        home.chmod(0o700)  # private whatever the umask or an existing directory's mode (node check: files.modes)
         try:
             node.catalogue.migrate()  # fail before writing secrets if the catalogue is unreachable
         except Exception:

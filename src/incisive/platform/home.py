@@ -38,7 +38,8 @@ class Platform:
             raise ConfigError(f"{home} is already an incisive platform")
         settings = PlatformSettings(home=home, db_url=db_url, require_dp=True)  # new platforms: noisy counts
         platform = cls(settings)
-        home.mkdir(parents=True, exist_ok=True)
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        home.chmod(0o700)  # private whatever the umask; files inside are 0600 under the CLI's umask 077
         platform.db.migrate()
         atomic_write_text(home / PLATFORM_CONFIG, settings.to_toml())
         return platform
