@@ -32,8 +32,10 @@ def to_numpy(value: Any) -> np.ndarray:
 
 def ping(task: ModuleType, manifest: dict[str, Any], args: dict[str, Any],
          arrays: dict[str, np.ndarray]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Liveness and an echo of the request's arrays (the wire round trip, in tests)."""
-    return {"pong": True, "pid": os.getpid(), "python": platform.python_version()}, dict(arrays)
+    """Liveness, the worker's CPU seconds so far, and an echo of the request's arrays (the wire round trip)."""
+    cpu = os.times()
+    return ({"pong": True, "pid": os.getpid(), "python": platform.python_version(),
+             "cpu_s": round(cpu.user + cpu.system, 3)}, dict(arrays))
 
 
 def state(task: ModuleType, manifest: dict[str, Any], args: dict[str, Any],
