@@ -2,7 +2,8 @@
 
 Layout of a recording directory::
 
-    host.json            platform, hostname, disk usage, DNS/HTTP answers, NVML answer, command overrides
+    host.json            platform, hostname, disk usage, DNS/HTTP answers, NVML answer, command overrides,
+                         file modes ({"modes": {"/abs/path": "0700"}}; a path not listed is missing)
     files/proc/cpuinfo   files, at their absolute path below files/
     cmd/lsblk.out        stdout of a command from COMMANDS (exit 0); ``cmd/<name>__<arg>.out`` with arguments
 
@@ -51,6 +52,10 @@ class RecordedSystem:
 
     def exists(self, path: str) -> bool:
         return self._file(path).exists()
+
+    def mode(self, path: str) -> int | None:
+        value = self.meta.get("modes", {}).get(path)
+        return None if value is None else int(str(value), 8)
 
     def run(self, name: str, *args: str) -> CommandResult:
         if name not in COMMANDS:

@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import socket
+import stat
 import subprocess
 import threading
 import urllib.error
@@ -113,6 +114,10 @@ class System(Protocol):
 
     def exists(self, path: str) -> bool: ...
 
+    def mode(self, path: str) -> int | None:
+        """Permission bits of a file or directory (not following a symlink), or None when it is missing."""
+        ...
+
     def run(self, name: str, *args: str) -> CommandResult:
         """Run the command named in :data:`COMMANDS` with extra arguments."""
         ...
@@ -159,6 +164,12 @@ class LiveSystem:
 
     def exists(self, path: str) -> bool:
         return os.path.exists(path)
+
+    def mode(self, path: str) -> int | None:
+        try:
+            return stat.S_IMODE(os.lstat(path).st_mode)
+        except OSError:
+            return None
 
     def run(self, name: str, *args: str) -> CommandResult:
         argv = [*COMMANDS[name], *args]

@@ -1,4 +1,5 @@
-"""Access: openssh-server installed and running, sshd settings, integration user, password policy."""
+"""Access: openssh-server installed and running, sshd settings, integration user, password policy, and the
+permission bits of the node directory and what it holds private (keys, catalogue, logs, audit, state)."""
 
 from __future__ import annotations
 
@@ -41,8 +42,31 @@ def parse_pwquality(text: str) -> dict[str, int]:
     return values
 
 
+# below the node directory: what must be private to the service account (directories 0700, files 0600)
+PRIVATE_PATHS = ("secrets", "secrets/pseudonym.key", "secrets/agent.key", "catalogue.db", "catalogue.db-wal",
+                 "catalogue.db-shm", "logs", "logs/incisive.log", "audit", "audit/audit.jsonl", "audit/head.json",
+                 "agent", "agent/agent.toml", "run", "tmp", "store", "quarantine", "incisive.toml", "policy.toml")
+
+
+def collect_modes(system: System, store: str) -> dict[str, int] | None:
+    """``{"." (the node directory) or a relative path: mode}`` of what exists; None without a node directory."""
+    base = store.rstrip("/") or "/"
+    top = system.mode(base)
+    if top is None:
+        return None
+    modes = {".": top}
+    for rel in PRIVATE_PATHS:
+        mode = system.mode(f"{base}/{rel}")
+        if mode is not None:
+            modes[rel] = mode
+    return modes
+
+
 def collect(system: System, ctx: CheckContext) -> Facts:
-    facts: Facts = {"errors": {}, "integration_user": ctx.integration_user}
+    facts: Facts = {"errors": {}, "integration_user": ctx.integration_user, "store_path": ctx.store_path}
+    facts["modes"] = collect_modes(system, ctx.store_path)
+    if facts["modes"] is None:
+        facts["errors"]["modes"] = f"no node directory at {ctx.store_path}"
     sshd = system.run("sshd-config")
     facts["sshd_installed"] = not sshd.missing
     settings: dict[str, str] | None = None

@@ -49,7 +49,24 @@ def judge_access(facts: dict[str, Facts], p: Profile, ctx: CheckContext) -> list
                             f"sudo adduser {user} (the integrator's account; or pass --integration-user)"))
     if "access.password-policy" not in p.skip:
         rows.append(_password_policy(acc))
+    if "access.file-modes" not in p.skip:
+        rows.append(_file_modes(acc))
     return rows
+
+
+def _file_modes(acc: Facts) -> Row:
+    req = "node directory 0700, keys/catalogue/logs/audit/state 0600 (nothing for group or others)"
+    modes: dict[str, int] | None = acc.get("modes")
+    store = acc.get("store_path", "the node directory")
+    if modes is None:
+        return unknown("access.file-modes", req, why(acc, "modes"),
+                       "pass --store (or set INCISIVE_NODE) to the node directory")
+    loose = [f"{name} {mode:04o}" for name, mode in modes.items() if mode & 0o077]
+    if not loose:
+        return row("access.file-modes", req, f"{len(modes)} paths private", Verdict.PASS)
+    shown = ", ".join(loose[:6]) + (f" (+{len(loose) - 6} more)" if len(loose) > 6 else "")
+    return row("access.file-modes", req, f"readable by group/others: {shown}", Verdict.FAIL,
+               f"chmod -R go-rwx {store} (incisive creates them private: umask 077)")
 
 
 def _hardening(acc: Facts) -> Row:
