@@ -196,3 +196,39 @@ def test_cli_tokens_against_a_running_platform(tmp_path: Path) -> None:
     finally:
         server.stop()
         platform.db.dispose()
+
+
+def test_migration_0004_keeps_accounts_tokens_and_budgets(tmp_path: Path, platform_db_url: str) -> None:
+    """A platform at revision 0003 with a user, a token and a budget: after the upgrade the user's person is their
+    name, the token still works and expires in 90 days, the budget is the person's."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from incisive.common.db import alembic_config
+    from incisive.platform.db import MIGRATIONS, PlatformDb
+    from incisive.platform.services import token_hash, users
+
+    db = PlatformDb(platform_db_url or f"sqlite:///{tmp_path / 'p.db'}")
+    cfg = alembic_config(MIGRATIONS)
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+    now = utcnow()
+    with db.engine.begin() as conn:
+        conn.execute(text("INSERT INTO user_account (id, username, role, created_at, disabled, dp_budget, dp_spent) "
+                          "VALUES (1, 'old', 'researcher', :t, false, 2.0, 0.5)"), {"t": now})
+        conn.execute(text("INSERT INTO api_token (user_id, token_hash, label, created_at) VALUES (1, :h, 'x', :t)"),
+                     {"h": token_hash("inc_old"), "t": now})
+        conn.execute(text("INSERT INTO privacy_budget (user_id, project, budget, spent, exhausted, updated_at) "
+                          "VALUES (1, 'p1', 2.0, 0.5, false, :t)"), {"t": now})
+    db.migrate()
+    try:
+        with db.session() as s:
+            user = users.authenticate(s, "inc_old")
+            assert user.person == "old" and user.activated_at is not None
+            token = users.list_tokens(s, "old")[0]
+            assert token["expires_at"] is not None
+            p1 = next(p for p in users.budgets(s, "old")["projects"] if p["project"] == "p1")
+            assert p1["spent"] == 0.5
+    finally:
+        db.dispose()

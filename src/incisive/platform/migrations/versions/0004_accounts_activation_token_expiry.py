@@ -20,14 +20,16 @@ TOKEN_TTL = timedelta(days=90)  # tokens made before expiry existed get the defa
 
 
 def upgrade() -> None:
+    # person is added NOT NULL with a server default and filled from the user name: an ALTER TABLE ADD COLUMN.
+    # (Making a nullable column NOT NULL afterwards would make SQLite's batch mode re-create user_account, which
+    # its foreign keys from api_token, query and privacy_budget refuse once accounts exist.)
     with op.batch_alter_table('user_account', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('person', sa.String(length=128), nullable=True))
+        batch_op.add_column(sa.Column('person', sa.String(length=128), nullable=False, server_default=''))
         batch_op.add_column(sa.Column('activation_hash', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('activation_expires_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('activated_at', sa.DateTime(timezone=True), nullable=True))
     op.execute("UPDATE user_account SET person = username, activated_at = created_at")
     with op.batch_alter_table('user_account', schema=None) as batch_op:
-        batch_op.alter_column('person', existing_type=sa.String(length=128), nullable=False)
         batch_op.create_index(batch_op.f('ix_user_account_person'), ['person'], unique=False)
 
     with op.batch_alter_table('api_token', schema=None) as batch_op:
