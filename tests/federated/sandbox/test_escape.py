@@ -68,8 +68,10 @@ def escape_targets(node: Path, tmp_path: Path, port: int) -> dict[str, object]:
                  "another job's scratch": str(other / "weights.npz")},
         "list": {"node directory": str(node), "/root": "/root"},
         "write": {"node secrets/": str(node / "secrets" / "owned"), "host /tmp": str(tmp_path / "owned"),
-                  "/bundle": "/bundle/owned", "/usr": "/usr/owned", "/scratch": "/scratch/ok"},
+                  "/bundle": "/bundle/owned", "/usr": "/usr/owned", "/": "/owned", "/etc": "/etc/owned",
+                  "/dev": "/dev/owned", "/scratch": "/scratch/ok"},
         "port": port,
+        "fill_mb": 2 * SMALL.file_size_mb,
     }
 
 
@@ -88,7 +90,12 @@ def test_escape_attempts_all_fail(make_sandbox: SandboxFactory, node_dir: Path, 
     assert got["list /root"] in {"FileNotFoundError(ENOENT)", "SUCCEEDED 1 entries"}
     assert got["write node secrets/"].startswith(("FileNotFoundError", "OSError", "PermissionError"))
     assert got["write host /tmp"] == "FileNotFoundError(ENOENT)"
-    assert got["write /bundle"] == "OSError(EROFS)" and got["write /usr"] == "OSError(EROFS)"
+    for place in ("/bundle", "/usr", "/", "/etc", "/dev"):
+        assert got[f"write {place}"] == "OSError(EROFS)", place
+    for place in ("/tmp", "/dev/shm"):  # RAM-backed: bounded to file_size_mb (64 MB), written in 8 MB files
+        outcome = got[f"fill {place} with {2 * SMALL.file_size_mb} MB"]
+        assert outcome.startswith("OSError(ENOSPC) after "), place
+        assert int(outcome.split()[-2]) <= SMALL.file_size_mb, place
     assert got["write /scratch"] == "SUCCEEDED written"  # the probe works: the one writable place
     assert (tmp_path / "jobs" / "job-1" / "scratch" / "ok").read_text() == "owned\n"
     assert not (node_dir / "secrets" / "owned").exists() and not (tmp_path / "owned").exists()
@@ -106,7 +113,7 @@ def test_mode_off_is_no_cage(make_sandbox: SandboxFactory, node_dir: Path, tmp_p
                              listener: Listener) -> None:
     """The operator's opt-out runs the same protocol without namespaces: the same probes then succeed (which
     also shows that the escape test above can fail)."""
-    targets = escape_targets(node_dir, tmp_path, listener.port)
+    targets = {**escape_targets(node_dir, tmp_path, listener.port), "fill_mb": 0}  # no RAM filling uncaged
     with make_sandbox("escape", env={"ESCAPE_TARGETS": json.dumps(targets)}, mode="off") as box:
         assert box.call("state", {}) == ({"names": []}, {})
     got = attempts(box.log)  # type: ignore[arg-type]

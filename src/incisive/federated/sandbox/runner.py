@@ -70,14 +70,18 @@ def bwrap_argv(bundle: Path, inputs: Path | None, scratch: Path, limits: Limits,
         argv += ["--ro-bind", str(prefix), str(prefix)]
     if Path("/etc/ld.so.cache").exists():
         argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
-    argv += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",  # noqa: S108 - the sandbox's own tmpfs
+    # /tmp and /dev/shm are RAM (tmpfs pages count against no rlimit): each is bounded to file_size_mb;
+    # the root and /dev tmpfs bwrap builds are made read-only below
+    tmp_bytes = str(limits.file_size_mb * MB)
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_bytes, "--tmpfs", "/dev/shm",
+             "--size", tmp_bytes, "--tmpfs", "/tmp",  # noqa: S108 - the sandbox's own tmpfs
              "--ro-bind", str(bundle), "/bundle", "--bind", str(scratch), "/scratch"]
     if inputs is not None:
         argv += ["--ro-bind", str(inputs), "/in"]
     if limits.gpu:
         for dev in sorted(Path("/dev").glob("nvidia*")):
             argv += ["--dev-bind", str(dev), str(dev)]
-    argv += ["--clearenv"]
+    argv += ["--remount-ro", "/dev", "--remount-ro", "/", "--clearenv"]
     for key, value in env.items():
         argv += ["--setenv", key, value]
     argv += ["--chdir", "/scratch", sys.executable, "-I", "-B", "-m", CHILD, "--bundle", "/bundle"]
