@@ -73,7 +73,7 @@ def bwrap_argv(bundle: Path, inputs: Path | None, scratch: Path, limits: Limits,
     # /tmp and /dev/shm are RAM (tmpfs pages count against no rlimit): each is bounded to file_size_mb;
     # the root and /dev tmpfs bwrap builds are made read-only below
     tmp_bytes = str(limits.file_size_mb * MB)
-    argv += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_bytes, "--tmpfs", "/dev/shm",
+    argv += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_bytes, "--tmpfs", "/dev/shm",  # noqa: S108
              "--size", tmp_bytes, "--tmpfs", "/tmp",  # noqa: S108 - the sandbox's own tmpfs
              "--ro-bind", str(bundle), "/bundle", "--bind", str(scratch), "/scratch"]
     if inputs is not None:
