@@ -68,6 +68,9 @@ def test_superlink_refuses_plaintext_unregistered_keys_and_untrusting_supernodes
     tls.new_flower_key(stranger)  # never registered with the SuperLink
     reason = _join(fed, "stranger", home, SupernodeAuth(fed.tls.ca if fed.tls else None, stranger))
     assert reason is not None and "not registered" in reason, reason
+    # a SuperNode without a key asks the Fleet API to register a throw-away one: refused with SuperNode auth on
+    reason = _join(fed, "anonymous", home, SupernodeAuth(fed.tls.ca if fed.tls else None, None))
+    assert reason is not None and "registered SuperNode keys only" in reason, reason
 
     other_ca = tls.create_ca(tmp_path / "other-ca")
     known = tmp_path / "known.key"

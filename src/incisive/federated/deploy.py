@@ -111,11 +111,12 @@ class SupernodeAuth:
     its Flower private key (OpenSSH EC, 0600, never leaves the node)."""
 
     root_certificates: Path | None
-    private_key: Path
+    private_key: Path | None  # None: Flower makes a throw-away key and asks to self-register (refused with auth)
 
     def argv(self) -> list[str]:
         roots = ["--root-certificates", str(self.root_certificates)] if self.root_certificates else []
-        return [*roots, "--auth-supernode-private-key", str(self.private_key)]
+        key = ["--auth-supernode-private-key", str(self.private_key)] if self.private_key else []
+        return [*roots, *key]
 
 
 def supernode_argv(superlink: str, node_dir: Path, auth: SupernodeAuth | None = None) -> list[str]:

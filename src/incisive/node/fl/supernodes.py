@@ -263,6 +263,8 @@ def _failure_reason(text: str) -> str | None:
         return "TLS handshake with the SuperLink failed"
     if "Failed to activate SuperNode" in text or "[code: 2004]" in text:
         return "the SuperLink refused this SuperNode: its Flower key is not registered there (Flower error 2004)"
+    if "[code: 2001]" in text:
+        return "the SuperLink admits registered SuperNode keys only (Flower error 2001: self-registration refused)"
     if "Invalid SuperNode authentication" in text or " 401" in text:
         return "the SuperLink refused this SuperNode's authentication (401)"
     if "Exit Code:" in text:
