@@ -35,8 +35,10 @@ from sqlalchemy import select
 
 from incisive.demo.synth import CohortSpec, generate_cohort
 from incisive.node.api.tokens import create_token
+from incisive.node.backup import config
 from incisive.node.catalogue.models import Instance
 from incisive.node.home import Node
+from tests.node.backup.helpers import import_cohort
 from tests.node.net.conftest import NODELAY
 from tests.node.net.test_durability import _lines, parse_acknowledged
 
@@ -52,6 +54,7 @@ RESUMED = re.compile(r"^<\.\.\. (\w+) resumed>(.*)$")
 class Event:
     t: float
     call: str
+    fd: int
     path: str  # the fd's path as strace -yy shows it (a file, or TCP:[local->peer] for a socket)
     data: str  # the rest of the line: the bytes written (escaped), the result
 
@@ -89,18 +92,18 @@ def parse_trace(text: str) -> Trace:
             start = pending.pop((pid, resumed.group(1)), None)
             if start is None:
                 continue
-            start_t, call, path, data = start
-            trace.events.append(Event(t if call in ("fsync", "fdatasync") else start_t, call, path,
+            start_t, call, fd, path, data = start
+            trace.events.append(Event(t if call in ("fsync", "fdatasync") else start_t, call, fd, path,
                                       data + resumed.group(2)))
             continue
         c = CALL.match(rest)
         if not c:
             continue
-        call, path, data = c.group(1), c.group(3), c.group(4)
+        call, fd, path, data = c.group(1), int(c.group(2)), c.group(3), c.group(4)
         if data.endswith("<unfinished ...>"):
-            pending[(pid, call)] = (t, call, path, data)
+            pending[(pid, call)] = (t, call, fd, path, data)
         else:
-            trace.events.append(Event(t, call, path, data))
+            trace.events.append(Event(t, call, fd, path, data))
     return trace
 
 
@@ -214,3 +217,34 @@ def test_every_acknowledgement_follows_its_fsyncs(tmp_path: Path) -> None:
     for path, responded in zip(stow, http, strict=True):
         uid = str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)
         check_order(trace, node, stored[node.pseudonymiser.uid(uid)], responded, f"STOW-RS of {path.name}")
+
+
+def test_backup_reports_success_after_its_manifest_is_durable(tmp_path: Path, cohort: Path) -> None:
+    """``backup run`` under strace: the snapshot's manifest.json (written to a temporary file, fsynced, renamed into
+    place) and then its folder are fsynced before the command's first byte of output (its report)."""
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace not installed")
+    node = Node.init(tmp_path / "node", provider="Backup Hospital")
+    import_cohort(node, cohort / "dicom")
+    node.catalogue.dispose()
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    config.add_target(node.home, "usb", str(drive))
+    trace_file = tmp_path / "backup.strace"
+    done = subprocess.run([strace, "-f", "-tt", "-yy", "-s", "256", "-e", f"trace={SYSCALLS}", "-o", str(trace_file),
+                           sys.executable, "-m", "incisive", "backup", "run", "--json", "--home", str(node.home)],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    snapshot = json.loads(done.stdout)["snapshot"]
+    trace = parse_trace(trace_file.read_text(errors="replace"))
+    reported = [e.t for e in trace.events if e.call == "write" and e.fd == 1]
+    assert reported, "the report never reached stdout in the trace"
+    folder = next(p for p in drive.rglob("manifest.json") if snapshot in str(p)).parent
+    tmp_synced = [e.t for e in trace.events if e.call in ("fsync", "fdatasync") and e.data.rstrip().endswith("= 0")
+                  and Path(e.path).parent == folder and Path(e.path).name.startswith(".manifest.json.")]
+    if not tmp_synced:  # the fd's path after the rename is the manifest itself
+        tmp_synced = trace.syncs(str(folder / "manifest.json"))
+    assert tmp_synced and tmp_synced[0] < reported[0], "success reported before the manifest's bytes were fsynced"
+    dir_synced = [t for t in trace.syncs(str(folder)) if t > tmp_synced[0]]
+    assert dir_synced and dir_synced[0] < reported[0], "success reported before the manifest's folder was fsynced"
