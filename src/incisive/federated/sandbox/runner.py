@@ -90,7 +90,10 @@ def bwrap_argv(bundle: Path, inputs: Path | None, scratch: Path, limits: Limits,
 
 def child_env(inputs: str | None, scratch: str, extra: Mapping[str, str]) -> dict[str, str]:
     env = {"PATH": "/usr/bin:/bin", "HOME": scratch, "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
-           "PYTHONNOUSERSITE": "1", "PYTHONUNBUFFERED": "1", SCRATCH_ENV: scratch}
+           "PYTHONNOUSERSITE": "1", "PYTHONUNBUFFERED": "1", SCRATCH_ENV: scratch,
+           # no /etc/passwd inside: getpass.getuser() (MONAI calls it at import) reads these first; matplotlib
+           # (pulled in by MONAI) keeps its font cache in scratch instead of an unwritable home
+           "LOGNAME": "sandbox", "USER": "sandbox", "MPLCONFIGDIR": f"{scratch}/.matplotlib"}
     if inputs is not None:
         env[INPUTS_ENV] = inputs
     env.update({k: os.environ[k] for k in THREAD_VARS if k in os.environ})

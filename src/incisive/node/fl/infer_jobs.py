@@ -87,6 +87,11 @@ def _infer(node: Node, client: SignedClient, agent_job: str, payload: dict[str, 
     problem = ensure_bundle(node, client, name, version, digest)
     if problem is not None:
         return Result.refused(problem)
+    from incisive.node.fl.approval import bundle_refusal
+
+    conflict = bundle_refusal(node.home, name, version, digest)  # e.g. a policy tightened since approval
+    if conflict is not None:
+        return Result.refused(conflict)
     data = client.request("GET", f"/agent/v1/infer/{agent_job}/model", timeout_s=120) or {}
     weights = base64.b64decode(str(data.get("weights", "")))
     if hashlib.sha256(weights).hexdigest() != payload["model_sha256"] or data.get("job") != source:
