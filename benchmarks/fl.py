@@ -51,7 +51,7 @@ import torch
 from incisive.demo.synth import CohortSpec, generate_cohort
 from incisive.federated import engine, partition
 from incisive.federated.bundle import bundle_digest, load_task, shipped_bundle
-from incisive.federated.deploy import Federation
+from incisive.federated.deploy import Federation, FlowerTls
 from incisive.federated.jobs import Job
 from incisive.federated.service import JobOptions, Workspace, train
 from incisive.node.fl import approval
@@ -121,10 +121,12 @@ def _workspace(root: Path, model: str, nodes: dict[str, Node]) -> Workspace:
 
 
 def _jobs(root: Path, ws: Workspace, model: str, nodes: dict[str, Node], jobs: int,
-          options: Callable[[int], JobOptions]) -> Iterator[tuple[int, Job, float]]:
+          options: Callable[[int], JobOptions], tls: bool = False) -> Iterator[tuple[int, Job, float]]:
     """One SuperLink and a SuperNode per node; the warm-up job (rep 0), then ``jobs`` measured ones, each
-    yielded as (rep, job, seconds from submission to completion)."""
-    with Federation(root / "fed") as fed:
+    yielded as (rep, job, seconds from submission to completion). ``tls``: the SuperLink serves TLS with
+    SuperNode authentication (a CA made here, a registered key per node), as the platform runs it."""
+    link = FlowerTls.issue(root / "ca", root / "tls-link") if tls else None
+    with Federation(root / ("fed-tls" if tls else "fed"), tls=link) as fed:
         fed.start_superlink()
         for name, n in nodes.items():
             fed.start_supernode(name, n.home)
@@ -413,6 +415,28 @@ def _deployment_imaging(parts: int, spec: CohortSpec, rounds: int, jobs: int, re
     }
 
 
+def tls_overhead(parts: int, rounds: int, jobs: int, blocks: int, root: Path) -> dict[str, Any]:
+    """Round time with TLS + SuperNode authentication vs plaintext in the same run: alternating blocks (plain,
+    TLS, plain, TLS, ...) of one warm-up and ``jobs`` measured jobs on a fresh SuperLink each, so that the
+    shared machine's load drifts over both alike."""
+    nodes = _nodes(root / "nodes", parts, "iid")
+    ws = _workspace(root, "tabular-risk", nodes)
+    times: dict[str, list[float]] = {"plain": [], "tls": []}
+    for block in range(2 * blocks):
+        mode = "tls" if block % 2 else "plain"
+        for rep, job, _total in _jobs(root / f"block-{block}", ws, "tabular-risk", nodes, jobs,
+                                      lambda rep: JobOptions(rounds=rounds, round_timeout=120, seed=rep),
+                                      tls=mode == "tls"):
+            if rep:
+                ends = [r["t"] for r in job.rounds() if r["phase"] == "evaluate"]
+                times[mode] += [b - a for a, b in itertools.pairwise(ends)]
+    for n in nodes.values():
+        n.catalogue.dispose()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {"nodes": parts, "rounds": rounds, "jobs_per_block": jobs, "blocks_each": blocks, "round_s": times,
+            "median_round_s": med, "tls_vs_plain_ratio": med["tls"] / med["plain"], "load_after": _load()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", choices=("all", "tabular-risk", IMAGE_MODEL), default="all",
@@ -429,8 +453,16 @@ def main() -> None:
     ap.add_argument("--node-threads", type=int, default=1,
                     help="lesion-cnn: torch threads per node process (0: torch's default, one per core)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fl.json")
+    ap.add_argument("--tls-overhead", action="store_true", help="only: tabular-risk round time with TLS + "
+                    "SuperNode auth vs plaintext, 3 nodes, same run (section tls_overhead)")
     args = ap.parse_args()
     out: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
+    if args.tls_overhead:
+        with tempfile.TemporaryDirectory(prefix="fl-bench-tls-") as tmp:
+            out["tls_overhead"] = tls_overhead(3, args.rounds, 1 if args.quick else 2, 1 if args.quick else 2,
+                                               Path(tmp))
+        print(json.dumps({k: v for k, v in out["tls_overhead"].items() if k != "round_s"}), flush=True)
+        args.model = "none"
     if args.model in ("all", "tabular-risk"):
         out.update(tabular(args))
     if args.model in ("all", IMAGE_MODEL):
