@@ -15,7 +15,7 @@ import typer
 
 from incisive.cli.options import TOKEN_ENV, TOKEN_HELP, JsonOpt, PlatformOpt
 from incisive.cli.options import PlatformHomeOpt as HomeOpt
-from incisive.common.api_client import ApiClient, RemoteError
+from incisive.common.api_client import ApiClient, RemoteError, verify_setting
 from incisive.common.errors import InputError
 from incisive.common.output import console, print_json, table
 from incisive.platform.home import Platform
@@ -62,7 +62,7 @@ def activate(
     platform machine's database, to bootstrap the first admin)."""
     if platform_url:
         try:
-            r = httpx.post(platform_url.rstrip("/") + "/api/v1/activate", timeout=60,
+            r = httpx.post(platform_url.rstrip("/") + "/api/v1/activate", timeout=60, verify=verify_setting(),
                            json={"username": username, "secret": secret, "label": label})
         except httpx.HTTPError as exc:
             raise RemoteError(f"cannot reach the platform: {type(exc).__name__}") from None

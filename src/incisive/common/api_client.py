@@ -23,13 +23,19 @@ class RemoteError(IncisiveError):
     exit_code = ExitCode.INVALID
 
 
+def verify_setting() -> Any:
+    """What httpx verifies the platform's certificate with: only ``$INCISIVE_CA_FILE`` when set, else the system
+    store. Every CLI call to the platform uses this (the activation call has no token, so no ApiClient)."""
+    ca_file = os.environ.get(CA_FILE_ENV, "")
+    return tls.client_context(Path(ca_file)) if ca_file else True
+
+
 class ApiClient:
     def __init__(self, url: str, token: str, timeout_s: float = 60.0) -> None:
         if not token:
             raise InputError("give --token or set INCISIVE_TOKEN")
         self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
-        ca_file = os.environ.get(CA_FILE_ENV, "")
-        self.verify = tls.client_context(Path(ca_file)) if ca_file else True
+        self.verify = verify_setting()
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
         """JSON of the answer; :class:`RemoteError` naming the status and the platform's ``detail``."""
