@@ -139,18 +139,24 @@ admin=$(incisive platform token activate ada --secret "$secret" --json | jfield 
 echo "The platform's admin registers the bundle (code + sha256 in the platform's model registry):"
 incisive model register "$(python3 -c 'import incisive.federated.bundles as b, os; print(os.path.dirname(b.__file__))')/tabular_risk" \
   --name tabular-risk --version 1 --token "$admin"
-echo "Each hospital's data-protection manager approves that sha256 (downloaded from the platform, re-hashed):"
+echo "Each hospital's data-protection manager reviews what the bundle declares (inputs, outputs, code, the diff"
+echo "against the last version approved there), then approves that sha256 (downloaded from the platform, re-hashed):"
+incisive node policy review tabular-risk:1 --from-platform --home "$out/node" --reviewer dpo-a --json \
+  | python3 -c 'import json,sys; r=json.load(sys.stdin); i=r["inputs"]; print("declared inputs:", len(i["clinical_fields"]), "clinical fields, label", i.get("label"), "| outputs:", ", ".join(r["outputs"]), "|", len(r["files"]), "files")'
 for dir in node node-b node-c; do
   share=(); [ $dir = node ] && share=(--share-inference-summary)  # hospital A also lets inference summaries out
-  incisive node policy approve tabular-risk:1 --from-platform "${share[@]}" --home "$out/$dir"
+  incisive node policy approve tabular-risk:1 --from-platform "${share[@]}" --reviewer dpo --home "$out/$dir"
 done
 echo "A researcher trains across all hospitals; each agent starts a SuperNode that dials out to the platform's"
 echo "SuperLink over TLS (certificate from the platform CA, pinned at enrolment) with SuperNode authentication"
-echo "(each hospital's Flower key, made at enrolment, is registered with the SuperLink; no other node gets in):"
+echo "(each hospital's Flower key, made at enrolment, is registered with the SuperLink; no other node gets in)."
+echo "At each hospital the bundle's code runs caged (bubblewrap: no network, no node directory, no pseudonyms;"
+echo "only the declared inputs, under random per-job ids; parameters and metrics checked before they leave):"
 job=$(incisive fl train --model tabular-risk:1 --nodes all --rounds 3 --round-timeout 120 --no-wait --json | jfield id)
 incisive fl status "$job" --follow
 grep -m1 -o 'Uvicorn running on https://[0-9.:]*' "$out/platform/fl/superlink/superlink.log" | sed 's/^/SuperLink: /' || true
 grep -c 'RegisterNode\] Created' "$out/platform/fl/superlink/superlink.log" | sed 's/$/ SuperNode keys registered with the SuperLink/' || true
+grep -h -m1 "sandbox start" "$out"/node*/logs/sandbox-*.log 2>/dev/null | head -1 | cut -c1-60 || true
 incisive model list
 incisive fl plot "$job" --out "$out/fl-plots"
 echo "Inference with the trained model at two hospitals: per-patient scores stay in each one's catalogue; only"

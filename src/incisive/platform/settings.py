@@ -79,7 +79,6 @@ class PlatformSettings(TomlSettings):
     auth_lockout_s: float = Field(default=900.0, gt=0, description="Length of a lockout")
 
 
-
     @property
     def effective_db_url(self) -> str:
         return self.db_url or f"sqlite:///{self.home / 'platform.db'}"
