@@ -66,16 +66,17 @@ def bwrap_argv(bundle: Path, inputs: Path | None, scratch: Path, limits: Limits,
             argv += ["--symlink", os.readlink(p), d]
         elif p.is_dir():
             argv += ["--ro-bind", d, d]
-    for prefix in python_dirs():
-        argv += ["--ro-bind", str(prefix), str(prefix)]
-    if Path("/etc/ld.so.cache").exists():
-        argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     # /tmp and /dev/shm are RAM (tmpfs pages count against no rlimit): each is bounded to file_size_mb;
     # the root and /dev tmpfs bwrap builds are made read-only below
     tmp_bytes = str(limits.file_size_mb * MB)
     argv += ["--proc", "/proc", "--dev", "/dev", "--size", tmp_bytes, "--tmpfs", "/dev/shm",  # noqa: S108
              "--size", tmp_bytes, "--tmpfs", "/tmp",  # noqa: S108 - the sandbox's own tmpfs
              "--ro-bind", str(bundle), "/bundle", "--bind", str(scratch), "/scratch"]
+    # after the tmpfs mounts, so an environment that lives under /tmp (a checkout in /tmp) is not covered by them
+    for prefix in python_dirs():
+        argv += ["--ro-bind", str(prefix), str(prefix)]
+    if Path("/etc/ld.so.cache").exists():
+        argv += ["--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache"]
     if inputs is not None:
         argv += ["--ro-bind", str(inputs), "/in"]
     if limits.gpu:
