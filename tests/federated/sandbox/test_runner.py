@@ -149,3 +149,16 @@ def test_stale_job_groups_are_swept(bwrap_ready: None) -> None:
             with contextlib.suppress(OSError):
                 p.rmdir()
         group.remove()
+
+
+def test_an_environment_under_tmp_is_not_hidden_by_the_sandbox_tmp(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkout under /tmp (a CI clone) had its venv covered by the sandbox's /tmp tmpfs: every start failed."""
+    from incisive.federated.sandbox import runner
+
+    venv = Path("/tmp") / "some-checkout" / ".venv"
+    monkeypatch.setattr(runner, "python_dirs", lambda: [venv])
+    argv = runner.bwrap_argv(tmp_path / "bundle", None, tmp_path / "scratch", Limits(), {})
+    tmpfs = max(i for i, a in enumerate(argv) if a == "--tmpfs" and argv[i + 1] == "/tmp")
+    bind = argv.index(str(venv))
+    assert argv[bind - 1] == "--ro-bind" and bind > tmpfs
