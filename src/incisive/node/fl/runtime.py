@@ -33,6 +33,7 @@ from collections.abc import Callable
 from logging import DEBUG, ERROR, INFO, WARNING
 from typing import Any
 
+from incisive.common.exit_codes import ExitCode
 from incisive.compat import flwr_1_42
 
 CLIENT_APP_REF = "incisive.node.fl.client_app:client_app"
@@ -240,7 +241,7 @@ def _alive(pid: int) -> bool:
 def _exit_with_parent(pid: int, interval_s: float = 1.0) -> None:
     while _alive(pid):
         time.sleep(interval_s)
-    os._exit(0)
+    os._exit(ExitCode.OK)
 
 
 def main(argv: list[str]) -> None:
