@@ -110,6 +110,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--patients", type=int, default=40, help="patients per node")
     ap.add_argument("--vary", action="store_true", help="cycle over several groupings and filters")
+    ap.add_argument("--https", action="store_true", help="the platform serves HTTPS from its own CA ('platform "
+                    "init --ca'); agents pin it at enrolment; the client verifies it")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "federated_query.json")
     args = ap.parse_args()
     queries = 20 if args.quick else args.queries
@@ -118,24 +120,35 @@ def main() -> None:
     try:
         node_list = make_nodes(root, args.nodes, args.patients)
         plat = Platform.init(root / "platform")
+        verify: Any = True
+        if args.https:
+            from incisive.common.fsio import atomic_write_text
+            from incisive.common.tls import client_context
+            from incisive.platform import pki
+            from incisive.platform.settings import PLATFORM_CONFIG
+
+            plat.settings = pki.init_ca(plat.settings, [])
+            atomic_write_text(plat.home / PLATFORM_CONFIG, plat.settings.to_toml())
+            ca_file = pki.ca_dir(plat.settings) / "ca.pem"
+            verify = client_context(ca_file)
         with plat.db.session() as s:
             token = users.add_user(s, "bench", "researcher", 0.0, "bench")[1]
         port = free_port()
-        url = f"http://127.0.0.1:{port}"
+        url = f"{'https' if args.https else 'http'}://127.0.0.1:{port}"
         logs = (root / "logs.txt").open("ab")
         procs.append(subprocess.Popen([sys.executable, "-m", "incisive", "platform", "serve", "--home",
                                        str(plat.home), "--port", str(port)], stdout=logs, stderr=logs,
                                       env={**os.environ, "INCISIVE_PLATFORM_REQUIRE_DP": "false"}))
-        wait(lambda: httpx.get(url + "/api/v1/health").status_code == 200, 60, "platform")
+        wait(lambda: httpx.get(url + "/api/v1/health", verify=verify).status_code == 200, 60, "platform")
         for node in node_list:
             with plat.db.session() as s:
                 invite = nodes.create_invite(s, node.settings.provider, 600, "bench")["token"]
-            enrol(node, url, invite)
+            enrol(node, url, invite, ca_file=ca_file if args.https else None)
             procs.append(subprocess.Popen([sys.executable, "-m", "incisive", "node", "agent", "--home",
                                            str(node.home)], stdout=logs, stderr=logs,
                                           env={**os.environ, **AGENT_ENV}))
         headers = {"Authorization": f"Bearer {token}"}
-        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+        with httpx.Client(base_url=url, headers=headers, timeout=60, verify=verify) as client:
             wait(lambda: sum(1 for n in client.get("/api/v1/nodes").json() if n["status"] == "online")
                  == args.nodes, 120, "agents online")
             latencies: list[float] = []
@@ -162,9 +175,11 @@ def main() -> None:
             "description": ("counts cycling over " + "; ".join(json.dumps(q) for q in VARIED) if args.vary
                             else f"count --by {','.join(BY)}") + f" across {args.nodes} node agent processes on "
                            "localhost (real HTTP, Ed25519-signed long-poll), SQLite platform and catalogues, node "
-                           "disclosure defaults (overlap control on)",
+                           "disclosure defaults (overlap control on)" + (", over HTTPS (the platform's own CA, "
+                                                                          "pinned by every agent)" if args.https
+                                                                          else ""),
             "input": {"nodes": args.nodes, "patients_per_node": args.patients, "queries": queries, "warmup": 3,
-                      "varied": args.vary},
+                      "varied": args.vary, "https": args.https},
             "software": {"incisive": __version__, "python": pyplatform.python_version()},
             "machine": {"cpus": os.cpu_count(), "platform": pyplatform.platform(),
                         "load_average_1_5_15": [round(v, 2) for v in os.getloadavg()]},
