@@ -5,14 +5,10 @@ idle connections are closed within seconds, and connections beyond the cap get 5
 from __future__ import annotations
 
 import io
-import json
 import os
-import queue
 import signal
 import socket
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -25,6 +21,7 @@ from pydicom.uid import generate_uid
 from incisive.node.api.tokens import create_token
 from incisive.node.home import Node
 from tests.node.net.conftest import PYDICOM_FILES
+from tests.node.serve_process import start_node_serve
 
 TIMEOUT = 120
 MiB = 1 << 20
@@ -47,35 +44,11 @@ class Served:
         raise AssertionError("no VmHWM in /proc status")
 
 
-def _lines(stream: io.TextIOBase, out: queue.Queue[str | None]) -> None:
-    for line in stream:
-        out.put(line)
-    out.put(None)
-
-
 def _serve(home: Path, **env: str) -> Served:
     token = create_token(Node.open(home), "uploader", "limits test")
-    proc = subprocess.Popen([sys.executable, "-m", "incisive", "node", "serve", "--home", str(home),
-                             "--dicom-port", "0", "--http-port", "0", "--host", "127.0.0.1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **{f"INCISIVE_{k.upper()}": v for k, v in env.items()}})
-    assert proc.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=1)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        if line is None:
-            break
-        if line.startswith("{") and json.loads(line).get("event") == "listening":
-            return Served(proc, int(json.loads(line)["http_port"]), token, home)
-    proc.kill()
-    raise AssertionError(f"node serve did not start: {proc.stderr.read() if proc.stderr else ''}")
+    proc, info = start_node_serve(home, {**os.environ, **{f"INCISIVE_{k.upper()}": v for k, v in env.items()}},
+                                  timeout=TIMEOUT)
+    return Served(proc, int(info["http_port"]), token, home)
 
 
 @pytest.fixture

@@ -6,12 +6,10 @@ committed; ``storescu -v`` tells which files got a Success response before the n
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ from incisive.node.catalogue.models import Instance, QuarantineItem
 from incisive.node.fsck import fsck
 from incisive.node.home import Node
 from tests.node.net.conftest import NODELAY, need_tool
+from tests.node.serve_process import start_node_serve
 
 TIMEOUT = 240
 
@@ -37,29 +36,8 @@ def _lines(stream: IO[str], out: queue.Queue[str | None]) -> None:
 
 
 def start_serve(home: Path) -> tuple[subprocess.Popen[str], int]:
-    env = {**NODELAY, "INCISIVE_ALLOWED_AES": '["STORESCU"]'}
-    proc = subprocess.Popen([sys.executable, "-m", "incisive", "node", "serve", "--home", str(home),
-                             "--dicom-port", "0", "--http-port", "0", "--host", "127.0.0.1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    assert proc.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=1)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        if line is None:
-            break
-        if line.startswith("{"):
-            info = json.loads(line)
-            if info.get("event") == "listening":
-                return proc, int(info["dicom_port"])
-    proc.kill()
-    raise AssertionError(f"node serve did not start: {proc.stderr.read() if proc.stderr else ''}")
+    proc, info = start_node_serve(home, {**NODELAY, "INCISIVE_ALLOWED_AES": '["STORESCU"]'}, timeout=TIMEOUT)
+    return proc, int(info["dicom_port"])
 
 
 def stop(proc: subprocess.Popen[str]) -> None:

@@ -17,14 +17,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +37,8 @@ from incisive.node.catalogue.models import Instance
 from incisive.node.home import Node
 from tests.node.backup.helpers import import_cohort
 from tests.node.net.conftest import NODELAY
-from tests.node.net.test_durability import _lines, parse_acknowledged
+from tests.node.net.test_durability import parse_acknowledged
+from tests.node.serve_process import start_node_serve
 
 TIMEOUT = 240
 SYSCALLS = "fsync,fdatasync,write,pwrite64,sendto,sendmsg,openat,rename,renameat2"  # SQLite writes with pwrite64
@@ -119,29 +117,10 @@ def traced_serve(home: Path, trace_file: Path) -> tuple[subprocess.Popen[str], i
     strace = shutil.which("strace")
     if strace is None:
         pytest.skip("strace not installed")
-    env = {**NODELAY, "INCISIVE_ALLOWED_AES": '["STORESCU"]'}
-    proc = subprocess.Popen([strace, "-f", "-tt", "-yy", "-s", "4096", "-e", f"trace={SYSCALLS}", "-o",
-                             str(trace_file), sys.executable, "-m", "incisive", "node", "serve", "--home", str(home),
-                             "--dicom-port", "0", "--http-port", "0", "--host", "127.0.0.1"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    assert proc.stdout is not None
-    lines: queue.Queue[str | None] = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=1)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        if line is None:
-            break
-        if line.startswith("{") and json.loads(line).get("event") == "listening":
-            info = json.loads(line)
-            return proc, int(info["pid"]), int(info["dicom_port"]), int(info["http_port"])
-    proc.kill()
-    raise AssertionError("node serve did not start under strace")
+    proc, info = start_node_serve(home, {**NODELAY, "INCISIVE_ALLOWED_AES": '["STORESCU"]'}, timeout=TIMEOUT,
+                                  prefix=[strace, "-f", "-tt", "-yy", "-s", "4096", "-e", f"trace={SYSCALLS}", "-o",
+                                          str(trace_file)], stderr=subprocess.DEVNULL)
+    return proc, int(info["pid"]), int(info["dicom_port"]), int(info["http_port"])
 
 
 def stop(proc: subprocess.Popen[str], serve_pid: int) -> None:
