@@ -134,7 +134,7 @@ def initial_weights(bundle: Path, job: Job, seed: int, forbidden: list[Path]) ->
     import shutil
     import tempfile
 
-    from incisive.federated.sandbox import Limits, OutputRejected, Sandbox, unavailable
+    from incisive.federated.sandbox import Limits, Sandbox, unavailable, validate
 
     mode = os.environ.get("INCISIVE_PLATFORM_SANDBOX", "bwrap")
     reason = unavailable(mode)
@@ -143,11 +143,7 @@ def initial_weights(bundle: Path, job: Job, seed: int, forbidden: list[Path]) ->
     scratch = Path(tempfile.mkdtemp(prefix="incisive-init-"))
 
     def check(result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-        names = [f"p{i}" for i in range(len(arrays))]
-        if not arrays or sorted(arrays) != sorted(names) or any(a.dtype.kind not in "fiu" for a in arrays.values()) \
-                or sum(a.size for a in arrays.values()) > 500_000_000 \
-                or not all(np.isfinite(a).all() for a in arrays.values()):
-            raise OutputRejected("output rejected: the initial model state is not a bounded set of finite arrays")
+        validate.check_initial_state(arrays)
 
     try:
         with Sandbox(bundle, inputs=None, scratch=scratch, limits=Limits(wall_seconds=600, call_seconds=600),

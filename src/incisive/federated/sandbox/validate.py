@@ -62,3 +62,18 @@ def check_scores(got: np.ndarray, n: int) -> None:
         raise OutputRejected(f"scores have shape {tuple(got.shape)}, expected ({n},)")
     if not np.isfinite(got).all():
         raise OutputRejected("scores hold NaN or infinite values")
+
+
+MAX_STATE_VALUES = 500_000_000
+
+
+def check_initial_state(got: Mapping[str, np.ndarray]) -> None:
+    """A model's initial state (``init``): parameters named p0..pN, numeric, at most :data:`MAX_STATE_VALUES`
+    values in all, finite. It sets the job's parameter spec, so the node and the platform check it alike."""
+    names = [f"p{i}" for i in range(len(got))]
+    if not got or sorted(got) != sorted(names):
+        raise OutputRejected("output rejected: the initial model state is not a list of parameters p0..pN")
+    if sum(a.size for a in got.values()) > MAX_STATE_VALUES or any(a.dtype.kind not in "fiu" for a in got.values()):
+        raise OutputRejected("output rejected: the initial model state is not a bounded set of numeric arrays")
+    if not all(np.isfinite(a).all() for a in got.values()):
+        raise OutputRejected("output rejected: the initial model state is not finite")

@@ -17,7 +17,6 @@ The node directory is passed as ``forbidden``: the sandbox refuses to start if i
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from dataclasses import fields as dc_fields
@@ -135,7 +134,7 @@ class BundleJob:
 
     def initial(self, seed: int = 0) -> list[np.ndarray]:
         def check(result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-            validate.check_arrays(arrays, [(n, tuple(a.shape), str(a.dtype)) for n, a in _numeric(arrays)])
+            validate.check_initial_state(arrays)
 
         _, arrays = self._call("init", {"seed": seed}, check=check)
         return params(arrays)
@@ -200,15 +199,3 @@ class BundleJob:
         _, arrays = self._call("infer", {}, named(weights), check=check)
         return [(int(i), float(s)) for i, s in zip(arrays["index"], arrays["scores"], strict=True)]
 
-
-def _numeric(arrays: dict[str, np.ndarray]) -> list[tuple[str, np.ndarray]]:
-    """The initial state's arrays, which set the job's parameter spec: p0..pN, float, finite, bounded in size."""
-    names = [f"p{i}" for i in range(len(arrays))]
-    if sorted(arrays) != sorted(names) or not arrays:
-        raise OutputRejected("output rejected: the initial model state is not a list of parameters p0..pN")
-    total = sum(a.size for a in arrays.values())
-    if total > 500_000_000 or any(a.dtype.kind not in "fiu" for a in arrays.values()):
-        raise OutputRejected("output rejected: the initial model state is not a bounded set of numeric arrays")
-    if any(a.dtype.kind == "f" and not math.isfinite(float(np.abs(a).sum())) for a in arrays.values()):
-        raise OutputRejected("output rejected: the initial model state is not finite")
-    return [(n, arrays[n]) for n in names]
