@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import fields as dc_fields
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +42,9 @@ class SandboxRefused(PermissionError):
 
 
 def sandbox_settings(node: Node) -> tuple[str, Limits]:
-    """(mode, limits) from the node's policy ``[sandbox]`` table (defaults when the policy has none)."""
-    table = getattr(load_policy(node.home), "sandbox", None)
-    if table is None:
-        return "bwrap", Limits()
-    names = {f.name for f in dc_fields(Limits)} if hasattr(Limits, "__dataclass_fields__") else set(
-        getattr(Limits, "model_fields", {}))
-    values = {k: getattr(table, k) for k in names if hasattr(table, k)}
-    return str(getattr(table, "mode", "bwrap")), Limits(**values)
+    """(mode, limits) from the node's policy ``[sandbox]`` table."""
+    table = load_policy(node.home).sandbox
+    return table.mode, table.limits()
 
 
 def refusal(node: Node) -> str | None:
