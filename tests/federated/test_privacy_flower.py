@@ -62,8 +62,6 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         n.catalogue.dispose()
 
 
-@pytest.mark.xfail(strict=True, reason="known regression with the issue-15 sandbox: a SecAgg+ job fails on the server "
-                   "with 'division by zero' (found at the end of the session; issue 15 stays open for it)")
 def test_secagg_server_sees_only_masked_vectors_and_their_sum(setup: Setup) -> None:
     job = setup.train(JobOptions(rounds=2, secagg=True, round_timeout=120))
     assert job.spec["status"] == "completed", job.spec
@@ -85,6 +83,40 @@ def test_secagg_server_sees_only_masked_vectors_and_their_sum(setup: Setup) -> N
     for rnd in (1, 2):
         digests = {r["sha256"] for r in received if r["phase"] == "fit" and r["round"] == rnd}
         assert len(digests) == 1
+
+
+def test_secagg_node_that_refuses_drops_out_visibly(setup: Setup) -> None:
+    """A node whose fit is refused (here: the bundle's approval revoked) must not upload a masked zero vector of
+    weight 0, which the server cannot tell from a real update: it drops out of the round, and the two others
+    (the reconstruction threshold) still finish the job."""
+    c = setup.nodes["hospital-c"]
+    assert approval.revoke(c.home, "tabular-risk", "1")
+    try:
+        job = setup.train(JobOptions(rounds=1, secagg=True, round_timeout=120))
+    finally:
+        approval.approve(c.home, setup.bundle)
+    assert job.spec["status"] == "completed", job.spec
+    [fit] = [r for r in job.rounds() if r["phase"] == "fit"]
+    assert len(fit["nodes"]) == 2  # the two that trained; the aggregate's weight is theirs alone
+    assert sum(n["num_examples"] for n in fit["nodes"]) > 0
+    assert fit["failures"] == [{"node": "hospital-c", "reason": f"bundle tabular-risk:1 ({setup.bundle.digest[:12]}) "
+                                                                 "is not approved at this node"}]
+    assert "hospital-c" in job.spec["provenance"]["refused"]
+
+
+def test_secagg_halts_the_job_with_a_reason_when_too_few_nodes_answer(setup: Setup) -> None:
+    """Two of three refuse: below the reconstruction threshold SecAggPlusWorkflow stops quietly; the job must fail
+    and say so, not complete with a model that never trained."""
+    refusing = [setup.nodes["hospital-b"], setup.nodes["hospital-c"]]
+    for n in refusing:
+        assert approval.revoke(n.home, "tabular-risk", "1")
+    try:
+        job = setup.train(JobOptions(rounds=1, secagg=True, round_timeout=120))
+    finally:
+        for n in refusing:
+            approval.approve(n.home, setup.bundle)
+    assert job.spec["status"] == "failed", job.spec
+    assert "secure aggregation halted: 0 of 1 rounds aggregated" in str(job.spec["error"])
 
 
 def test_dp_sgd_reports_spent_epsilon_per_node_within_target(setup: Setup) -> None:

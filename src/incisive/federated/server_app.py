@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -83,13 +84,22 @@ def _received(job: Job, phase: str, rnd: int, results: list[Any]) -> None:
                           "num_examples": int(res.num_examples)})
 
 
+_REFUSED = re.compile(r"fit refused at ([\w.-]+): (.*?)'?>?\"?\)?$")
+
+
 def _failures(failures: list[Any]) -> list[dict[str, str]]:
-    out = []
+    """One entry per failed node: (node, reason). Under SecAgg+ a node's refusal arrives as an error reply
+    (:class:`incisive.node.fl.client_app.FitRefused`, "fit refused at <node>: <reason>"), which Flower 1.42's
+    SecAggPlusWorkflow lists twice."""
+    out: list[dict[str, str]] = []
     for f in failures:
         if isinstance(f, BaseException):
-            out.append({"node": "?", "reason": str(f)[:200]})
+            m = _REFUSED.search(str(f))
+            entry = {"node": m[1], "reason": m[2][:200]} if m else {"node": "?", "reason": str(f)[:200]}
         else:
-            out.append({"node": str(f[1].metrics.get("node", "?")), "reason": f[1].status.message[:200]})
+            entry = {"node": str(f[1].metrics.get("node", "?")), "reason": f[1].status.message[:200]}
+        if entry not in out:
+            out.append(entry)
     return out
 
 
@@ -207,6 +217,12 @@ def _serve(grid: Any, context: Context, cfg: dict[str, Any], job: Job) -> None:
                                                 timeout=timeout)
     timed: Any = TimedGrid(grid, timeout, job)
     DefaultWorkflow(**wf)(timed, legacy)
+    if cfg.get("secagg") and not evaluate_only:
+        aggregated = sum(1 for r in job.rounds() if r["phase"] == "fit")
+        if aggregated < rounds:
+            # SecAggPlusWorkflow returns quietly when too few nodes answer a stage: the round's model never moved
+            raise RuntimeError(f"secure aggregation halted: {aggregated} of {rounds} rounds aggregated (fewer "
+                               "nodes answered than the reconstruction threshold; see the nodes' refusals)")
     if not evaluate_only:
         final = legacy.state.array_records.get("parameters")
         if final is not None:

@@ -55,6 +55,21 @@ def test_check_arrays() -> None:
             check_arrays(got, TABULAR_STATE)
 
 
+def test_check_arrays_narrower_floats_only_when_asked_and_never_wider() -> None:
+    """SecAgg+ sends the global model as float64 from round 2; the bundle trains in float32 and answers so."""
+    wide = [("weight", (1, 30), "float64"), ("bias", (1,), "float64")]
+    narrow = {"weight": np.zeros((1, 30), np.float32), "bias": np.zeros(1, np.float32)}
+    check_arrays(narrow, wide, narrower_floats=True)
+    with pytest.raises(OutputRejected, match="dtype <f4, declared <f8"):
+        check_arrays(narrow, wide)
+    wider = {"weight": np.zeros((1, 30), np.float64), "bias": np.zeros(1, np.float64)}
+    with pytest.raises(OutputRejected, match="dtype <f8, declared <f4"):
+        check_arrays(wider, TABULAR_STATE, narrower_floats=True)  # more bits than were sent: refused
+    ints = {"weight": np.zeros((1, 30), np.int16), "bias": np.zeros(1, np.int16)}
+    with pytest.raises(OutputRejected, match="dtype <i2, declared <f4"):
+        check_arrays(ints, TABULAR_STATE, narrower_floats=True)  # another kind: refused
+
+
 @pytest.mark.parametrize("value", ["0.9", [0.9], None, True, math.nan, math.inf, {"a": 1}])
 def test_check_metrics_refuses_non_numbers(value: object) -> None:
     with pytest.raises(OutputRejected, match=r"^output rejected: metric accuracy is "):

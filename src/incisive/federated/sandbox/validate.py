@@ -14,8 +14,14 @@ import numpy as np
 from incisive.federated.sandbox.wire import OutputRejected
 
 
-def check_arrays(got: Mapping[str, np.ndarray], expected: Sequence[tuple[str, tuple[int, ...], str]]) -> None:
-    """Exactly the expected names (in any order), each with its shape and dtype, all values finite."""
+def check_arrays(got: Mapping[str, np.ndarray], expected: Sequence[tuple[str, tuple[int, ...], str]],
+                 narrower_floats: bool = False) -> None:
+    """Exactly the expected names (in any order), each with its shape and dtype, all values finite.
+
+    With ``narrower_floats`` a floating array may come back in a narrower float than declared (float32 for
+    float64: the model trains in float32 while SecAgg+ dequantises the global model to float64), never a wider
+    one nor another kind: the reply can carry no more bits than were sent.
+    """
     names = [name for name, _, _ in expected]
     missing = [n for n in names if n not in got]
     if missing:
@@ -29,7 +35,10 @@ def check_arrays(got: Mapping[str, np.ndarray], expected: Sequence[tuple[str, tu
             raise OutputRejected(f"array {name} is not an array")
         if tuple(value.shape) != tuple(shape):
             raise OutputRejected(f"array {name} has shape {tuple(value.shape)}, declared {tuple(shape)}")
-        if value.dtype != np.dtype(dtype):
+        want = np.dtype(dtype)
+        narrower = (narrower_floats and want.kind == "f" and value.dtype.kind == "f"
+                    and value.dtype.itemsize <= want.itemsize)
+        if value.dtype != want and not narrower:
             raise OutputRejected(f"array {name} has dtype {value.dtype.str}, declared {np.dtype(dtype).str}")
         if value.dtype.kind in "fc" and not np.isfinite(value).all():
             raise OutputRejected(f"array {name} holds NaN or infinite values")

@@ -183,12 +183,32 @@ class NodeClient(Client):
         return EvaluateRes(Status(Code.OK, ""), float(m["loss"]), int(m["n"]), metrics)
 
 
+class FitRefused(RuntimeError):
+    """This node's fit did not run (bundle not approved, sandbox refused, output rejected): under SecAgg+ the node
+    drops out of the round visibly instead of uploading a masked zero vector of weight 0."""
+
+
+def _fit_or_raise(call_next: Any) -> Any:
+    """``call_next`` that raises :class:`FitRefused` when the fit answers a non-OK status (message PHI-free)."""
+    from flwr.compat.common import recorddict_compat as compat
+
+    def checked(msg: Message, ctx: Context) -> Message:
+        out: Message = call_next(msg, ctx)
+        if out.has_content() and msg.metadata.message_type == "train":
+            res = compat.recorddict_to_fitres(out.content, keep_input=True)
+            if res.status.code != Code.OK:
+                raise FitRefused(f"fit refused at {res.metrics.get('node', '?')!s}: {res.status.message[:200]}")
+        return out
+
+    return checked
+
+
 def _secagg_when_asked(msg: Message, ctx: Context, call_next: Any) -> Message:
     from flwr.client.mod import secaggplus_mod
     from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
     if RECORD_KEY_CONFIGS in msg.content.config_records:
-        out: Message = secaggplus_mod(msg, ctx, call_next)
+        out: Message = secaggplus_mod(msg, ctx, _fit_or_raise(call_next))
         return out
     out = call_next(msg, ctx)
     return out

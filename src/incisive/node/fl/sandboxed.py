@@ -8,7 +8,8 @@
 3. starts one sandbox worker (:class:`incisive.federated.sandbox.Sandbox`) for the whole job, which imports the
    approved bundle copy and keeps the data it loaded across rounds;
 4. checks every reply before use: parameters must have exactly the names, shapes and dtypes of the parameters
-   sent (or of the model's own initial state), all finite; metrics only the declared names, finite numbers;
+   sent (or of the model's own initial state; a fit may answer a float64 model in float32, which is widened
+   back), all finite; metrics only the declared names, finite numbers;
    inference one finite score in [0, 1] per distinct input item. Anything else fails the job with
    "output rejected: …", written to the node's audit log.
 
@@ -155,12 +156,14 @@ class BundleJob:
 
         def check(result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
             validate.check_metrics(result, FIT_METRICS)
-            validate.check_arrays(arrays, spec)
+            validate.check_arrays(arrays, spec, narrower_floats=True)
             if int(result.get("n", -1)) != self.size("train"):
                 raise OutputRejected("output rejected: fit reported another row count than the job's data")
 
         result, arrays = self._call("fit", args, named(weights), check=check)
-        return params(arrays), result
+        # what leaves the node has exactly the names, shapes and dtypes the server sent (a float32 reply to a
+        # float64 global model, as SecAgg+ sends from round 2, is widened back)
+        return [a.astype(dtype, copy=False) for a, (_, _, dtype) in zip(params(arrays), spec, strict=True)], result
 
     def evaluate(self, weights: list[np.ndarray]) -> dict[str, Any]:
         def check(result: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
