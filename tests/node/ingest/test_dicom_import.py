@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
 
 import pydicom
 import pytest
+from pydicom.uid import generate_uid
 from sqlalchemy import func, select
 
 from incisive.node.catalogue.models import ImportIssue, Instance, QuarantineItem
@@ -131,3 +133,31 @@ def test_worker_silences_pydicom(cohort: Path) -> None:
     dicom_file.init_worker(dicom_file.WorkerConfig(key=b"k" * 32))
     outcome = dicom_file.process_bytes(b"\x08\x00" + os.urandom(300))
     assert outcome.status == "rejected" and outcome.reason
+
+
+def _large_instance(pixel_bytes: int) -> bytes:
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    side = int((pixel_bytes / 2) ** 0.5)
+    ds.Rows = ds.Columns = side
+    ds.PixelData = bytes(range(256)) * (side * side * 2 // 256) + b"\x00" * (side * side * 2 % 256)
+    ds.SOPInstanceUID = generate_uid()
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def test_large_values_are_spliced_unread_and_still_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pixel data above DEFER_BYTES is not read while de-identifying (memory: issue 16) but copied from the source
+    by offset: the stored bytes equal those of a full read, and a cut-off large value is still refused."""
+    dicom_file.init_worker(dicom_file.WorkerConfig(key=b"k" * 32))
+    raw = _large_instance(3 * dicom_file.DEFER_BYTES)
+    deferred = dicom_file.process_bytes(raw)
+    monkeypatch.setattr(dicom_file, "DEFER_BYTES", None)  # pydicom reads every value
+    full = dicom_file.process_bytes(raw)
+    assert deferred.status == full.status == "stored"
+    assert deferred.data == full.data and deferred.digest == full.digest
+    src = pydicom.dcmread(io.BytesIO(raw))
+    assert pydicom.dcmread(io.BytesIO(deferred.data)).PixelData == src.PixelData
+    monkeypatch.setattr(dicom_file, "DEFER_BYTES", 1 << 20)
+    cut = dicom_file.process_bytes(raw[:-100])
+    assert (cut.status, cut.reason) == ("rejected", "truncated file (an element is shorter than its declared length)")

@@ -101,12 +101,19 @@ def _element(ds: Dataset, tag: int, implicit: bool, write: Callable[[bytes], obj
 
 def _span(elem: RawDataElement, implicit: bool, size: int) -> tuple[int, int]:
     """[start, end) of a raw element's bytes (header included) in the source."""
-    if elem.value_tell is None or elem.value is None:
+    if elem.value_tell is None:
         raise _Fallback
     header = 8 if implicit or str(elem.VR) not in _LONG_HEADER else 12
     start = elem.value_tell - header
-    end = elem.value_tell + (len(elem.value) + 8 if elem.length == UNDEFINED else elem.length)
-    if start < 0 or end > size or len(elem.value) != (elem.length if elem.length != UNDEFINED else len(elem.value)):
+    if elem.value is None:  # a large value left unread (deferred): copied from the source by its declared length
+        if elem.length == UNDEFINED:
+            raise _Fallback
+        end = elem.value_tell + elem.length
+    else:
+        end = elem.value_tell + (len(elem.value) + 8 if elem.length == UNDEFINED else elem.length)
+        if len(elem.value) != (elem.length if elem.length != UNDEFINED else len(elem.value)):
+            raise _Fallback
+    if start < 0 or end > size:
         raise _Fallback
     return start, end
 
@@ -170,6 +177,7 @@ def _splice(ds: Dataset, source: bytes) -> bytes:
     fp.is_little_endian, fp.is_implicit_VR = True, implicit
     encodings = ds._character_set
     size = len(source)
+    view = memoryview(source)
     for tag in sorted(ds._dict):
         elem = ds._dict[tag]
         if isinstance(elem, RawDataElement):
@@ -178,7 +186,7 @@ def _splice(ds: Dataset, source: bytes) -> bytes:
             start, end = _span(elem, implicit, size)
             if elem.length == UNDEFINED and source[end - 8:end] != _DELIMITER:
                 raise _Fallback
-            fp.write(source[start:end])
+            fp.write(view[start:end])  # no copy of the slice: pixel data is most of an instance
             continue
         buffer = bytearray()
         try:

@@ -25,6 +25,7 @@ from incisive.node.deid import Deidentifier, DeidRejected, SafePrivate, quaranti
 from incisive.node.deid.serialise import serialise
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+DEFER_BYTES = 1 << 20  # values larger than this are not read while de-identifying (see process_bytes)
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
 
@@ -84,8 +85,11 @@ def process_bytes(raw: bytes) -> FileOutcome:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            ds = dcmread(io.BytesIO(raw), force=_looks_like_raw_dataset(raw))
-            problem = truncation(ds)
+            # values above DEFER_BYTES (pixel data) stay unread: the serialiser copies them from ``raw`` by offset,
+            # and anything that reads one gets it from ``raw`` then (pydicom's deferred read), so an instance is
+            # held about twice (source and output), not four times
+            ds = dcmread(io.BytesIO(raw), force=_looks_like_raw_dataset(raw), defer_size=DEFER_BYTES)
+            problem = truncation(ds, len(raw))
             if problem:
                 return FileOutcome("rejected", problem)
             reason = quarantine_reason(ds, config.quarantine_modalities)
@@ -102,10 +106,16 @@ def process_bytes(raw: bytes) -> FileOutcome:
                        dict(result.removed))
 
 
-def truncation(ds: Dataset) -> str | None:
-    """pydicom reads a cut-off file without complaint; catch short values and image IODs without pixels."""
+def truncation(ds: Dataset, size: int | None = None) -> str | None:
+    """pydicom reads a cut-off file without complaint; catch short values and image IODs without pixels.
+
+    ``size``: the source's length, to check values left unread (deferred) end inside it."""
     for elem in ds._dict.values():
-        if not isinstance(elem, RawDataElement) or elem.value is None or elem.length == UNDEFINED_LENGTH:
+        if not isinstance(elem, RawDataElement) or elem.length == UNDEFINED_LENGTH:
+            continue
+        if elem.value is None:
+            if size is not None and elem.value_tell is not None and elem.value_tell + elem.length > size:
+                return "truncated file (an element is shorter than its declared length)"
             continue
         if len(elem.value) != elem.length:
             return "truncated file (an element is shorter than its declared length)"
