@@ -134,9 +134,6 @@ class Agent:
         self.audit = NodeAudit(node.home)
         self.stop_event = threading.Event()
         self.overlap = OverlapLog(node.home)
-        self._to_audit: list[tuple[dict[str, Any], dict[str, Any]]] = []
-        self._audit_ready = threading.Event()
-        self._audit_lock = threading.Lock()
         self._readiness: dict[str, Any] | None = None
         self._readiness_at = 0.0
         self._sandbox: dict[str, Any] | None = None
@@ -242,31 +239,28 @@ class Agent:
                 result = Result.refused("invalid job: not an agent protocol job").body()
             else:
                 result = self.dispatch(parsed).body()
+            self.write_audit(job, result)  # fsync'd before the result can leave (it goes with the next exchange)
             self.state.finish(job_id, result)
-            with self._audit_lock:
-                self._to_audit.append((job, result))
         elif self.state.state(job_id) == "running":  # a crash while it ran: never run it a second time
             self.state.finish(job_id, Result.failed("interrupted on the node; not run again").body())
 
-    def write_audit(self) -> None:
-        """Audit entries of the jobs just run (fsync'd; written after the result went out, off the latency path)."""
-        while True:
-            with self._audit_lock:
-                if not self._to_audit:
-                    return
-                job, result = self._to_audit.pop(0)
-            payload = job.get("payload") or {}
-            details: dict[str, Any] = {"query": query_spec(job)}
-            if result.get("rule"):
-                details["rule"] = result["rule"]
-            withheld = (result.get("result") or {}).get("withheld_by") if isinstance(result, dict) else None
-            if withheld:
-                details["withheld_by"] = withheld
-            if job.get("type") == JobType.INFER:
-                details["model"] = f"{payload.get('model')}:{payload.get('version')}@{payload.get('job')}"
-            self.audit.append(f"researcher:{payload.get('requester', '')}", f"job.{job.get('type')}",
-                              target=str(job["id"]), node=self.settings.node_id, outcome=str(result["status"]),
-                              details=details)
+    def write_audit(self, job: dict[str, Any], result: dict[str, Any]) -> None:
+        """The job's audit entry (the whole question, the outcome, the rule that withheld cells), appended and
+        fsync'd *before* the result is recorded for delivery: every answer that leaves the node is in its audit
+        log, also after a crash (a crash between the two leaves an entry for a job that is then reported
+        interrupted, never an answer without an entry). One fsync per job, a few ms beside the query itself."""
+        payload = job.get("payload") or {}
+        details: dict[str, Any] = {"query": query_spec(job)}
+        if result.get("rule"):
+            details["rule"] = result["rule"]
+        withheld = (result.get("result") or {}).get("withheld_by") if isinstance(result, dict) else None
+        if withheld:
+            details["withheld_by"] = withheld
+        if job.get("type") == JobType.INFER:
+            details["model"] = f"{payload.get('model')}:{payload.get('version')}@{payload.get('job')}"
+        self.audit.append(f"researcher:{payload.get('requester', '')}", f"job.{job.get('type')}",
+                          target=str(job["id"]), node=self.settings.node_id, outcome=str(result["status"]),
+                          details=details)
 
     def deliver(self) -> None:
         for job_id, result in self.state.undelivered():
@@ -290,23 +284,12 @@ class Agent:
         jobs = data.get("jobs", [])
         for job in jobs:
             self.handle(job)
-        self._audit_ready.set()
         return len(jobs)
-
-    def _audit_writer(self) -> None:
-        """Write job audit entries (fsync'd) in the background, off the path of the results."""
-        while not self.stop_event.is_set():
-            self._audit_ready.wait(1.0)
-            self._audit_ready.clear()
-            self.write_audit()
-        self.write_audit()
 
     def run(self) -> None:
         """Run until :meth:`stop`; raises AgentRevoked when the platform refuses this node."""
         beats = threading.Thread(target=self._heartbeats, name="agent-heartbeat", daemon=True)
         beats.start()
-        auditor = threading.Thread(target=self._audit_writer, name="agent-audit", daemon=True)
-        auditor.start()
         supernodes = threading.Thread(target=self.fl.watch, args=(self.stop_event,), name="agent-fl", daemon=True)
         supernodes.start()
         failures = 0
@@ -328,7 +311,6 @@ class Agent:
             self.stop_event.set()
             self.fl.stop_all()
             beats.join(5)
-            auditor.join(10)
             self.client.close()
             self.state.close()
             self.overlap.close()
