@@ -56,9 +56,9 @@ def start_node(home: Path) -> tuple[subprocess.Popen[str], int]:
 
 def storescu(port: int, folder: Path) -> float:
     t0 = time.perf_counter()
-    r = subprocess.run(["storescu", "-aet", "STORESCU", "-aec", "INCISIVE", "+sd", "+r", "127.0.0.1", str(port),
-                        str(folder)],
-                       capture_output=True, text=True, env=ENV)
+    # dcmtk's storescu, never pynetdicom's app of the same name in the venv
+    r = subprocess.run(["/usr/bin/storescu", "-aet", "STORESCU", "-aec", "INCISIVE", "+sd", "+r", "127.0.0.1",
+                        str(port), str(folder)], capture_output=True, text=True, env=ENV)
     elapsed = time.perf_counter() - t0
     if r.returncode != 0:
         raise RuntimeError(f"storescu failed: {r.stderr[-500:]}")

@@ -34,6 +34,8 @@ class Orthanc:
     http_port: int = 0
     dicom_port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    plugins: list[str] = field(default_factory=list)  # shared objects, e.g. /usr/share/orthanc/plugins/…
+    extra: dict[str, Any] = field(default_factory=dict)  # more configuration sections (DicomWeb, PostgreSQL)
 
     @property
     def url(self) -> str:
@@ -49,10 +51,10 @@ class Orthanc:
             "Name": "incisive-peer", "StorageDirectory": str(self.workdir / "storage"),
             "IndexDirectory": str(self.workdir / "index"), "HttpPort": self.http_port,
             "DicomPort": self.dicom_port, "DicomAet": self.aet, "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False, "StorageCompression": False, "Plugins": [],
+            "AuthenticationEnabled": False, "StorageCompression": False, "Plugins": list(self.plugins),
             "DicomCheckCalledAet": False, "DicomAlwaysAllowStore": True, "DicomAlwaysAllowEcho": True,
             "DicomModalities": {k: list(v) for k, v in self.modalities.items()},
-            "ConcurrentJobs": 1, "HttpVerbose": False,
+            "ConcurrentJobs": 1, "HttpVerbose": False, **self.extra,
         }
         path = self.workdir / "orthanc.json"
         path.write_text(json.dumps(config, indent=1))
