@@ -449,18 +449,19 @@ def main() -> None:
     ap.add_argument("--image-patients", type=int, default=1200)
     ap.add_argument("--image-slices", type=int, default=16, help="slices per CT/MR series of the cohort")
     ap.add_argument("--image-rounds", type=int, default=4, help="rounds of each measured lesion-cnn job")
-    ap.add_argument("--image-jobs", type=int, default=2)
+    ap.add_argument("--image-jobs", type=int, default=3, help="measured lesion-cnn jobs (the method asks for >= 3)")
     ap.add_argument("--node-threads", type=int, default=1,
                     help="lesion-cnn: torch threads per node process (0: torch's default, one per core)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "fl.json")
     ap.add_argument("--tls-overhead", action="store_true", help="only: tabular-risk round time with TLS + "
                     "SuperNode auth vs plaintext, 3 nodes, same run (section tls_overhead)")
+    ap.add_argument("--tls-blocks", type=int, default=2, help="--tls-overhead: blocks of each mode (alternating)")
     args = ap.parse_args()
     out: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     if args.tls_overhead:
         with tempfile.TemporaryDirectory(prefix="fl-bench-tls-") as tmp:
-            out["tls_overhead"] = tls_overhead(3, args.rounds, 1 if args.quick else 2, 1 if args.quick else 2,
-                                               Path(tmp))
+            out["tls_overhead"] = tls_overhead(3, args.rounds, 1 if args.quick else 2,
+                                               1 if args.quick else args.tls_blocks, Path(tmp))
         print(json.dumps({k: v for k, v in out["tls_overhead"].items() if k != "round_s"}), flush=True)
         args.model = "none"
     if args.model in ("all", "tabular-risk"):
