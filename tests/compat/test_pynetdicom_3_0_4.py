@@ -169,3 +169,45 @@ def test_reject_association_sends_then_ends(assoc: Any) -> None:
     assoc.kill = lambda: calls.append("kill")
     compat.reject_association(assoc, 0x02, 0x03, 0x02)
     assert calls == [(0x02, 0x03, 0x02), "kill"]
+
+
+# ---------------------------------------------------------------- C-STORE spooled to the server's directory
+def test_chunked_store_option_and_its_temporary_file_are_there() -> None:
+    """spool_stores sets pynetdicom's documented STORE_RECV_CHUNKED_DATASET and replaces the module attribute
+    ``pynetdicom.dimse_messages.NamedTemporaryFile``, through which C_STORE_RQ decoding creates the spool file."""
+    from pynetdicom import _config, dimse_messages
+
+    attr(_config, "STORE_RECV_CHUNKED_DATASET", PORT)
+    created = attr(dimse_messages, "NamedTemporaryFile", PORT)
+    assert "NamedTemporaryFile" in inspect.getsource(dimse_messages.DIMSEMessage.decode_msg), (
+        "pynetdicom.dimse_messages.DIMSEMessage.decode_msg no longer creates the C-STORE spool file with "
+        f"NamedTemporaryFile: port {PORT}")
+    assert callable(created)
+
+
+def test_spooled_file_goes_to_the_directory_of_the_threads_ae(tmp_path: Any) -> None:
+    """The replacement asks the calling thread (a DUL reactor: ``thread.assoc.ae``) for its server's directory."""
+    ae, other = AE(), AE()
+    compat.spool_stores(ae, str(tmp_path))
+    seen: dict[str, str] = {}
+
+    class Reactor(threading.Thread):  # shaped like pynetdicom's DUL thread: .assoc.ae
+        def __init__(self, owner: Any, key: str) -> None:
+            super().__init__()
+            self.assoc, self.key = type("A", (), {"ae": owner})(), key
+
+        def run(self) -> None:
+            from pynetdicom import dimse_messages
+
+            with dimse_messages.NamedTemporaryFile(delete=True, mode="wb", suffix=".dcm") as fh:
+                seen[self.key] = fh.name
+
+    try:
+        for owner, key in ((ae, "ours"), (other, "other")):
+            t = Reactor(owner, key)
+            t.start()
+            t.join()
+    finally:
+        compat.unspool_stores(ae)
+    assert os.path.dirname(seen["ours"]) == str(tmp_path)
+    assert os.path.dirname(seen["other"]) != str(tmp_path)  # an AE that registered no directory: the default

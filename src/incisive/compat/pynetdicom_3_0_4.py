@@ -42,6 +42,16 @@ and rejects in an ``EVT_REQUESTED`` handler. pynetdicom 3.0.4 skips negotiation 
 association rejected (``Association.run_reactor`` checks ``is_rejected``, which ``ACSE.send_reject`` sets) and
 then shuts the socket down at once; its own reject path calls ``kill()`` first, which waits until the DUL has
 sent the A-ASSOCIATE-RJ. The helper does the same, so the peer reads the reason instead of a closed socket.
+
+**C-STORE data sets spooled to the node's own directory** (:func:`spool_stores`): with pynetdicom's documented
+option ``_config.STORE_RECV_CHUNKED_DATASET`` each received C-STORE data set is written to a file as its P-DATA
+fragments arrive (``event.dataset_path``) instead of growing a ``BytesIO`` in memory; pynetdicom creates that
+file with ``tempfile.NamedTemporaryFile`` in the default temporary directory, and offers no option for another.
+The identified instance must not land in a shared ``/tmp``: the module attribute
+``pynetdicom.dimse_messages.NamedTemporaryFile`` is replaced by a function that asks the calling thread (the
+association's DUL reactor, whose ``assoc.ae`` is the server's AE) which directory its server registered, and
+creates the file there (0600, the node's 0700 ``tmp``). An AE that registered none gets pynetdicom's default.
+The option is process-wide: every acceptor in the process spools (pynetdicom's ``event.dataset`` reads the file).
 """
 
 from __future__ import annotations
@@ -52,6 +62,8 @@ import queue
 import select
 import socket
 import ssl
+import tempfile
+import threading
 import types
 from typing import Any
 
@@ -229,3 +241,29 @@ def reject_association(assoc: Any, result: int, source: int, diagnostic: int) ->
     """Send A-ASSOCIATE-RJ from an ``EVT_REQUESTED`` handler and stop pynetdicom negotiating the association."""
     assoc.acse.send_reject(result, source, diagnostic)  # sets is_rejected: run_reactor will not negotiate
     assoc.kill()  # as pynetdicom's own reject path: the DUL sends the A-ASSOCIATE-RJ before the socket closes
+
+
+# ---------------------------------------------------------------- C-STORE spooled to the server's directory
+_SPOOL_DIRS: dict[int, str] = {}  # id(AE) -> directory its received C-STORE data sets are written to
+
+
+def _spooled_temporary_file(*args: Any, **kwargs: Any) -> Any:
+    thread = threading.current_thread()
+    assoc = getattr(thread, "assoc", thread)  # the DUL reactor thread (decodes P-DATA), or the association itself
+    directory = _SPOOL_DIRS.get(id(getattr(assoc, "ae", None)))
+    if directory is not None:
+        kwargs["dir"] = directory
+    return tempfile.NamedTemporaryFile(*args, **kwargs)  # pynetdicom closes and unlinks it
+
+
+def spool_stores(ae: Any, directory: str) -> None:
+    """Write C-STORE data sets received by ``ae``'s associations to files in ``directory`` as they arrive."""
+    from pynetdicom import _config, dimse_messages
+
+    _config.STORE_RECV_CHUNKED_DATASET = True
+    dimse_messages.NamedTemporaryFile = _spooled_temporary_file  # type: ignore[attr-defined]
+    _SPOOL_DIRS[id(ae)] = directory
+
+
+def unspool_stores(ae: Any) -> None:
+    _SPOOL_DIRS.pop(id(ae), None)

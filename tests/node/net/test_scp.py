@@ -216,3 +216,41 @@ def test_power_loss_rows_are_recatalogued(sqlite_scp: DicomServer, cohort: Path)
         after = dict(s.execute(select(Instance.sop_uid, Instance.object_hash)).tuples().all())
     assert after == before
     assert fsck(node).clean
+
+
+def test_c_store_spools_into_the_node_tmp_and_leaves_nothing(sqlite_scp: DicomServer,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The received data set is written to <node>/tmp (0700) as it arrives, never the shared /tmp, and is gone once
+    the C-STORE is answered; a file an aborted transfer left there is swept after the next association."""
+    import os
+    import tempfile
+    import time
+
+    from incisive.compat import pynetdicom_3_0_4
+
+    spool = sqlite_scp.node.home / "tmp"
+    assert spool.is_dir() and (spool.stat().st_mode & 0o777) == 0o700
+    left = spool / "tmpabandoned.dcm"
+    left.write_bytes(b"identified bytes of an aborted transfer")
+    old = time.time() - 3600
+    os.utime(left, (old, old))
+    created: list[str] = []
+    original = tempfile.NamedTemporaryFile
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        fh = original(*args, **kwargs)  # pynetdicom closes and unlinks it
+        created.append(fh.name)
+        return fh
+
+    monkeypatch.setattr(pynetdicom_3_0_4.tempfile, "NamedTemporaryFile", recording)
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    assert _store(sqlite_scp, ds).Status == 0x0000
+    assert created and all(Path(name).parent == spool for name in created), created
+    assert not any(Path(name).exists() for name in created)
+    deadline = time.monotonic() + 10  # the association's end (the sweep) runs after the release returns
+    while left.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not left.exists(), "an abandoned spool file was not swept after the association"
+    with sqlite_scp.node.catalogue.session() as s:
+        assert s.scalar(select(func.count(Instance.id))) == 1

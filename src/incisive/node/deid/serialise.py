@@ -11,8 +11,10 @@ element by element on pydicom's vendor files and the synthetic cohort.
 from __future__ import annotations
 
 import io
+import os
 import struct
 from collections.abc import Callable, MutableSequence
+from typing import BinaryIO
 
 from pydicom import dcmwrite
 from pydicom.dataelem import DataElement, RawDataElement
@@ -156,8 +158,48 @@ def _pydicom_meta(meta: FileMetaDataset) -> bytes:
     return fp.getvalue()
 
 
-def serialise(ds: Dataset, source: bytes) -> bytes:
-    """Part 10 bytes of ``ds`` (already de-identified, with a fresh ``file_meta``)."""
+class SourceChanged(ValueError):
+    """The source file holds fewer bytes than when it was parsed (changed while being de-identified)."""
+
+
+_COPY_CHUNK = 1 << 20
+
+
+def _source_size(source: bytes | BinaryIO) -> int:
+    if isinstance(source, bytes):
+        return len(source)
+    return os.fstat(source.fileno()).st_size
+
+
+def _read(source: bytes | BinaryIO, start: int, end: int) -> bytes:
+    if isinstance(source, bytes):
+        return source[start:end]
+    source.seek(start)
+    data = source.read(end - start)
+    if len(data) != end - start:
+        raise SourceChanged("the source file changed while it was de-identified")
+    return data
+
+
+def _copy(source: bytes | BinaryIO, out: DicomBytesIO, start: int, end: int) -> None:
+    """``source[start:end]`` into ``out``: from bytes through a memoryview (no copy of the slice), from a file in
+    1 MiB reads (pixel data spooled to disk is never held whole twice)."""
+    if isinstance(source, bytes):
+        out.write(memoryview(source)[start:end])
+        return
+    source.seek(start)
+    left = end - start
+    while left:
+        chunk = source.read(min(left, _COPY_CHUNK))
+        if not chunk:
+            raise SourceChanged("the source file changed while it was de-identified")
+        out.write(chunk)
+        left -= len(chunk)
+
+
+def serialise(ds: Dataset, source: bytes | BinaryIO) -> bytes:
+    """Part 10 bytes of ``ds`` (already de-identified, with a fresh ``file_meta``), its untouched elements copied
+    from ``source``: the bytes it was read from, or the open file (seekable) it was read from."""
     try:
         return _splice(ds, source)
     except _Fallback:
@@ -166,7 +208,7 @@ def serialise(ds: Dataset, source: bytes) -> bytes:
         return out.getvalue()
 
 
-def _splice(ds: Dataset, source: bytes) -> bytes:
+def _splice(ds: Dataset, source: bytes | BinaryIO) -> bytes:
     ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
     original = ds.original_encoding
     if not ts or ts.is_deflated or not ts.is_little_endian or original != (ts.is_implicit_VR, True):
@@ -176,17 +218,16 @@ def _splice(ds: Dataset, source: bytes) -> bytes:
     fp.write(file_meta_bytes(ds.file_meta))
     fp.is_little_endian, fp.is_implicit_VR = True, implicit
     encodings = ds._character_set
-    size = len(source)
-    view = memoryview(source)
+    size = _source_size(source)
     for tag in sorted(ds._dict):
         elem = ds._dict[tag]
         if isinstance(elem, RawDataElement):
             if elem.is_implicit_VR != implicit and elem.VR is not None:
                 raise _Fallback
             start, end = _span(elem, implicit, size)
-            if elem.length == UNDEFINED and source[end - 8:end] != _DELIMITER:
+            if elem.length == UNDEFINED and _read(source, end - 8, end) != _DELIMITER:
                 raise _Fallback
-            fp.write(view[start:end])  # no copy of the slice: pixel data is most of an instance
+            _copy(source, fp, start, end)  # pixel data is most of an instance: never copied twice
             continue
         buffer = bytearray()
         try:

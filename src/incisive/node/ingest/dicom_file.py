@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pydicom.config
 from pydicom import dcmread
@@ -22,7 +23,7 @@ from pydicom.uid import UID
 
 from incisive.common.crypto import Pseudonymiser, sha256_hex
 from incisive.node.deid import Deidentifier, DeidRejected, SafePrivate, quarantine_reason
-from incisive.node.deid.serialise import serialise
+from incisive.node.deid.serialise import SourceChanged, serialise
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 DEFER_BYTES = 1 << 20  # values larger than this are not read while de-identifying (see process_bytes)
@@ -80,26 +81,49 @@ def process_path(path: Path) -> FileOutcome:
 
 def process_bytes(raw: bytes) -> FileOutcome:
     """De-identify one serialised DICOM instance (Part 10 file, or a dataset without preamble)."""
+    return _process(io.BytesIO(raw), raw, len(raw), _looks_like_raw_dataset(raw))
+
+
+def process_file(path: Path) -> FileOutcome:
+    """De-identify one instance spooled to disk (a received C-STORE), without reading it into memory whole: values
+    above DEFER_BYTES stay on disk until the serialiser copies them into the output in 1 MiB reads, so the instance
+    is held once (its de-identified output). The file is ours (not a user's folder: see :func:`process_path`)."""
+    config: WorkerConfig = _state["config"]
+    try:
+        with path.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            if size > config.max_file_bytes:
+                return FileOutcome("rejected", f"instance larger than the {config.max_file_bytes} byte limit")
+            head = fh.read(132)
+            fh.seek(0)
+            return _process(fh, fh, size, _looks_like_raw_dataset(head))
+    except OSError as exc:
+        return FileOutcome("rejected", f"cannot read: {exc.strerror or 'I/O error'}")
+
+
+def _process(fp: BinaryIO, source: bytes | BinaryIO, size: int, raw_dataset: bool) -> FileOutcome:
     config: WorkerConfig = _state["config"]
     deid: Deidentifier = _state["deid"]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            # values above DEFER_BYTES (pixel data) stay unread: the serialiser copies them from ``raw`` by offset,
-            # and anything that reads one gets it from ``raw`` then (pydicom's deferred read), so an instance is
-            # held about twice (source and output), not four times
-            ds = dcmread(io.BytesIO(raw), force=_looks_like_raw_dataset(raw), defer_size=DEFER_BYTES)
-            problem = truncation(ds, len(raw))
+            # values above DEFER_BYTES (pixel data) stay unread: the serialiser copies them from the source by
+            # offset, and anything that reads one gets it from the source then (pydicom's deferred read), so an
+            # instance is held about twice from bytes (source and output), once from a file (the output)
+            ds = dcmread(fp, force=raw_dataset, defer_size=DEFER_BYTES)
+            problem = truncation(ds, size)
             if problem:
                 return FileOutcome("rejected", problem)
             reason = quarantine_reason(ds, config.quarantine_modalities)
             result = deid.apply(ds)
             reason = reason or result.quarantine
-            data = serialise(ds, raw)
+            data = serialise(ds, source)
     except DeidRejected as exc:
         return FileOutcome("rejected", f"cannot de-identify: {exc}")
     except InvalidDicomError:
         return FileOutcome("rejected", "not a DICOM file")
+    except SourceChanged:
+        return FileOutcome("rejected", "the file changed while it was read")
     except Exception as exc:  # pydicom raises many types on malformed input; never let one abort a run
         return FileOutcome("rejected", f"malformed DICOM ({type(exc).__name__})")
     return FileOutcome("quarantine" if reason else "stored", reason or "", data, sha256_hex(data), facts(ds),

@@ -11,6 +11,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 from sqlalchemy.exc import OperationalError
@@ -20,7 +21,7 @@ from incisive.common.logging import get_logger
 from incisive.node.catalogue.models import ImportRun
 from incisive.node.catalogue.writer import IngestWriter, now
 from incisive.node.home import Node
-from incisive.node.ingest.dicom_file import FileOutcome, init_worker, process_bytes
+from incisive.node.ingest.dicom_file import FileOutcome, init_worker, process_bytes, process_file
 from incisive.node.ingest.dicom_import import Recorded, record_outcomes, run_counts, worker_config
 
 log = get_logger("net.receive")
@@ -67,6 +68,16 @@ class Receiver:
                 s.flush()
                 self.run_id = run.id
         return self.run_id
+
+    def deidentify_file(self, path: Path) -> FileOutcome:
+        """De-identify an instance spooled to disk (a received C-STORE) without reading it into memory whole."""
+        try:
+            size = path.stat().st_size
+        except OSError:
+            return FileOutcome("rejected", "the received instance could not be read back")
+        if size > self.node.settings.max_file_bytes:
+            return FileOutcome("rejected", f"instance larger than the {self.node.settings.max_file_bytes} byte limit")
+        return process_file(path)
 
     def deidentify(self, raw: bytes) -> FileOutcome:
         if len(raw) > self.node.settings.max_file_bytes:

@@ -11,6 +11,8 @@
   message to Nagle + delayed ACK).
 * A PDU longer than the negotiated maximum (plus slack) closes the association before it is read into memory
   (:func:`incisive.compat.pynetdicom_3_0_4.guard_pdu_length`).
+* C-STORE data sets are spooled to ``<node>/tmp`` as they arrive (:func:`incisive.compat.pynetdicom_3_0_4.
+  spool_stores`) and de-identified from there, pixel data copied from the file: an instance is held once.
 * C-STORE is answered only after the de-identified object is fsynced and its catalogue row committed.
 * With ``tls`` (``node serve --dicom-tls-cert/--dicom-tls-key [--dicom-tls-ca]``) the port speaks only TLS 1.2+
   (PS3.15 Annex B), client certificates required when a CA is given (:mod:`incisive.node.net.tls`).
@@ -18,12 +20,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from io import BytesIO
+from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -103,6 +108,8 @@ class DicomServer:
         self._ssl_context = dicom_context(tls) if tls is not None else None  # bad files fail here, not later
         self._server: ThreadedAssociationServer | None = None
         self._receivers: dict[int, Receiver] = {}
+        self.spool = node.home / "tmp"  # 0700, beside the STOW spool: received C-STORE data sets, until de-identified
+        self._spooling_ae: AE | None = None
         self._lock = threading.Lock()
         self.limits = AssociationLimits(Budget(s.dicom_max_associations, s.dicom_max_associations_per_peer,
                                                s.dicom_max_connections, s.dicom_max_connections_per_peer))
@@ -140,6 +147,10 @@ class DicomServer:
             (evt.EVT_ABORTED, self._on_end),
             (evt.EVT_CONN_CLOSE, self._on_end),
         ]
+        self.spool.mkdir(mode=0o700, exist_ok=True)
+        self._sweep_spool(0)
+        pynetdicom_3_0_4.spool_stores(ae, str(self.spool))
+        self._spooling_ae = ae
         server = ae.start_server((self.host, self.port), block=False, evt_handlers=handlers,
                                  ssl_context=self._ssl_context)
         assert server is not None
@@ -162,6 +173,9 @@ class DicomServer:
         if self._server is not None:
             self._server.shutdown()
             self._server = None
+        if self._spooling_ae is not None:
+            pynetdicom_3_0_4.unspool_stores(self._spooling_ae)
+            self._spooling_ae = None
         with self._lock:
             receivers, self._receivers = list(self._receivers.values()), {}
         for r in receivers:
@@ -221,7 +235,18 @@ class DicomServer:
                 r = self._receivers[key] = Receiver(self.node, f"dimse:{_safe_ae(event.assoc.requestor.ae_title)}")
             return r
 
+    def _sweep_spool(self, older_than_s: float) -> None:
+        """Remove C-STORE spool files (identified data) that no association writes any more: at start, those of a
+        previous process; after each association, those an aborted transfer left behind."""
+        cutoff = time.time() - older_than_s
+        for path in self.spool.glob("tmp*.dcm"):
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime <= cutoff:
+                    path.unlink()
+
     def _on_end(self, event: Any) -> None:
+        s = self.node.settings  # a live transfer writes each fragment; a stalled one is aborted within these
+        self._sweep_spool(s.dicom_network_timeout_s + s.dicom_dimse_timeout_s)
         self.limits.release(id(event.assoc))
         with self._lock:
             r = self._receivers.pop(id(event.assoc), None)
@@ -231,15 +256,22 @@ class DicomServer:
     def _on_store(self, event: Any) -> Dataset:
         receiver = self._receiver(event)
         try:
-            # Held once, not three times: take the received bytes out of the request (pynetdicom has no further
-            # use for them) before joining them to the file meta, so the instance is in memory as the source and
-            # the de-identified output only (a 100 MB C-STORE peaked at 5.2x its size, now about 2x)
-            body = event.request.DataSet.getvalue()
-            event.request.DataSet = BytesIO()
-            raw = file_meta_bytes(event.file_meta) + body
-            del body
-            outcome = receiver.deidentify(raw)
-            del raw
+            try:
+                spooled: Path | None = event.dataset_path  # written to <node>/tmp as it arrived (spool_stores)
+            except AttributeError:
+                spooled = None
+            if spooled is not None:
+                # the instance is held once, as its de-identified output: its pixel data is copied from the file
+                outcome = receiver.deidentify_file(spooled)
+            else:
+                # not spooled (another acceptor's option): take the received bytes out of the request before
+                # joining them to the file meta, so the instance is held twice (source and output), not three times
+                body = event.request.DataSet.getvalue()
+                event.request.DataSet = BytesIO()
+                raw = file_meta_bytes(event.file_meta) + body
+                del body
+                outcome = receiver.deidentify(raw)
+                del raw
         except Exception as exc:  # malformed command or meta: refuse the instance, keep the association
             log.warning("C-STORE refused: %s", type(exc).__name__)
             return _status(CANNOT_UNDERSTAND, "cannot decode the data set")
