@@ -26,6 +26,7 @@ from types import ModuleType
 from typing import Any
 
 from incisive.common.errors import ConfigError, InputError
+from incisive.common.fsio import atomic_write_bytes, atomic_write_text, fsync_dir
 
 MANIFEST = "manifest.json"
 TASK = "task.py"
@@ -151,8 +152,10 @@ class Registry:
         shutil.copytree(src, tmp / "bundle", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         record = {"name": manifest.name, "version": manifest.version, "sha256": digest,
                   "registered_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        (tmp / "record.json").write_text(json.dumps(record, indent=2))
+        atomic_write_text(tmp / "record.json", json.dumps(record, indent=2))  # durable before it is published
+        target.parent.mkdir(parents=True, exist_ok=True)
         tmp.replace(target)
+        fsync_dir(target.parent)
         return self.get(manifest.name, manifest.version)
 
     def get(self, name: str, version: str) -> RegisteredBundle:
@@ -178,8 +181,8 @@ class Registry:
     def add_trained(self, name: str, version: str, job: str, model: Path, provenance: dict[str, Any]) -> Path:
         target = self.trained_path(name, version, job)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(model, target)
-        target.with_suffix(".json").write_text(json.dumps(provenance, indent=2, default=str))
+        atomic_write_bytes(target, model.read_bytes())  # never a torn model under its final name
+        atomic_write_text(target.with_suffix(".json"), json.dumps(provenance, indent=2, default=str))
         return target
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from incisive.common.fsio import atomic_write_text
+from incisive.common.fsio import atomic_write_bytes, atomic_write_text
 from incisive.common.logging import get_logger
 from incisive.common.protocol import JobType
 from incisive.federated.deploy import BIN, Federation, FlowerError
@@ -187,7 +187,7 @@ class FlRunner:
         """The source job's final parameters where the ServerApp reads them (``<dir>/model.npz``)."""
         path = self.root / "trained" / source
         path.mkdir(parents=True, exist_ok=True)
-        (path / "model.npz").write_bytes(models.trained(s, source).weights)
+        atomic_write_bytes(path / "model.npz", models.trained(s, source).weights)
         return str(path)
 
     def _queue(self, node_ids: list[str], kind: str, payload: dict[str, Any], ttl_s: float) -> dict[str, str]:
