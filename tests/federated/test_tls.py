@@ -18,6 +18,7 @@ import re
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ from incisive.node.fl.supernodes import startup_failure
 from tests.federated.conftest import approve_all
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("flower")]
+ROUNDS = 30  # of the revocation test's job
+CUT_OFF_S = 6.0  # a revoked node's key is unregistered within ~2 s; the round then in flight may still count it
 
 
 @pytest.fixture
@@ -158,8 +161,10 @@ def test_platform_training_over_tls_with_supernode_auth(platform_federation: Any
     fed.start_agents()
     _wait(lambda: all(r["status"] == "online" for r in fed.admin.call("GET", "/api/v1/nodes")), 60, "agents online")
 
-    job = fed.researcher.start("train", "tabular-risk:1", None, rounds=10, round_timeout=60.0, min_nodes=1)
-    revoked: dict[str, int] = {}
+    # 30 short rounds: on a quiet machine a tabular round takes well under a second, so B must be cut off by
+    # time (its key is unregistered within ~2 s of the revoke), not by a count of rounds
+    job = fed.researcher.start("train", "tabular-risk:1", None, rounds=ROUNDS, round_timeout=60.0, min_nodes=1)
+    revoked: dict[str, float] = {}
     kept: list[Any] = []
 
     def watch(j: dict[str, Any]) -> None:
@@ -170,7 +175,7 @@ def test_platform_training_over_tls_with_supernode_auth(platform_federation: Any
             with fed.agents["hospital-b"].fl.lock:
                 kept.extend(r.popen for r in fed.agents["hospital-b"].fl.running.values())
                 fed.agents["hospital-b"].fl.running.clear()
-            revoked["at"] = len(fits)
+            revoked["at"], revoked["t"] = len(fits), time.time()
             with fed.platform.db.session() as s:
                 node_service.revoke(s, ids["hospital-b"], "test")
     try:
@@ -188,9 +193,10 @@ def test_platform_training_over_tls_with_supernode_auth(platform_federation: Any
     assert c["status"] == "error" and "not registered" in c["reason"], c
     assert final["nodes"][ids["hospital-a"]]["status"] == final["nodes"][ids["hospital-b"]]["status"] == "accepted"
     fits = [r for r in final["rounds"] if r["phase"] == "fit"]
-    assert len(fits) == 10
+    assert len(fits) == ROUNDS
     assert {x["node"] for x in fits[0]["nodes"]} == {ids["hospital-a"], ids["hospital-b"]}  # A and B over TLS
-    later = fits[revoked["at"] + 2:]  # B's key is unregistered within ~2 s: allow the round in flight
+    # rounds that ended more than CUT_OFF_S after the revoke (B's key unregistered, the round in flight done)
+    later = [r for r in fits if float(r["t"]) > revoked["t"] + CUT_OFF_S]
     assert later and all({x["node"] for x in r["nodes"]} == {ids["hospital-a"]} for r in later), fits
     link_log = (fed.platform.home / "fl" / "superlink" / "superlink.log").read_text()
     assert "Uvicorn running on https://" in link_log and "UnregisterNode" in link_log
