@@ -161,3 +161,18 @@ def test_large_values_are_spliced_unread_and_still_checked(monkeypatch: pytest.M
     monkeypatch.setattr(dicom_file, "DEFER_BYTES", 1 << 20)
     cut = dicom_file.process_bytes(raw[:-100])
     assert (cut.status, cut.reason) == ("rejected", "truncated file (an element is shorter than its declared length)")
+
+
+def test_a_spooled_instance_is_deidentified_from_its_file_as_from_its_bytes(tmp_path: Path) -> None:
+    """process_file (a received C-STORE above the spool threshold) parses the open file and copies pixel data from
+    it in 1 MiB reads: the same stored bytes as process_bytes; a file cut short is refused, not half stored."""
+    dicom_file.init_worker(dicom_file.WorkerConfig(key=b"k" * 32))
+    raw = _large_instance(5 * dicom_file.DEFER_BYTES)
+    path = tmp_path / "spooled.dcm"
+    path.write_bytes(raw)
+    from_file, from_bytes = dicom_file.process_file(path), dicom_file.process_bytes(raw)
+    assert from_file.status == from_bytes.status == "stored"
+    assert from_file.data == from_bytes.data
+    path.write_bytes(raw[:-100])
+    cut = dicom_file.process_file(path)
+    assert (cut.status, cut.reason) == ("rejected", "truncated file (an element is shorter than its declared length)")

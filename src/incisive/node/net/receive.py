@@ -77,6 +77,12 @@ class Receiver:
             return FileOutcome("rejected", "the received instance could not be read back")
         if size > self.node.settings.max_file_bytes:
             return FileOutcome("rejected", f"instance larger than the {self.node.settings.max_file_bytes} byte limit")
+        if size <= self.node.settings.spool_threshold_bytes:
+            # a typical instance: one read, then the in-memory path (parsing from the file seeks per element)
+            try:
+                return process_bytes(path.read_bytes())
+            except OSError:
+                return FileOutcome("rejected", "the received instance could not be read back")
         return process_file(path)
 
     def deidentify(self, raw: bytes) -> FileOutcome:
