@@ -41,6 +41,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for test scaffolding
 from ingest import start_node  # benchmarks/ingest.py: node serve as a process
+from qido import _p95 as p95  # benchmarks/qido.py: the same percentile
 from tests.peers.orthanc import Orthanc
 
 from incisive.node.api.tokens import create_token
@@ -140,11 +141,6 @@ def measure(client: httpx.Client, kinds: dict[str, Picker], repeats: int, seed: 
         out[name] = {"p50_ms": statistics.median(times), "p95_ms": p95(times),
                      "matches_median": statistics.median(matches)}
     return {"queries": out, "p50_ms": statistics.median(every), "p95_ms": p95(every), "samples": len(every)}
-
-
-def p95(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
 
 
 def fresh_database(admin: Any) -> str:

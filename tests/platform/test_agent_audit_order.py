@@ -33,11 +33,9 @@ from incisive.platform.server import ThreadedServer
 from incisive.platform.services import users
 from tests.node.net.test_durability_order import SYSCALLS, parse_trace
 from tests.platform.conftest import invite, make_platform
+from tests.platform.test_integration import AGENT_ENV
 
 pytestmark = pytest.mark.slow
-AGENT_ENV = {"INCISIVE_AGENT_HEARTBEAT_S": "0.5", "INCISIVE_AGENT_POLL_WAIT_S": "1",
-             "INCISIVE_AGENT_BACKOFF_BASE_S": "0.1", "INCISIVE_AGENT_BACKOFF_MAX_S": "0.5",
-             "INCISIVE_AGENT_READINESS_INTERVAL_S": "0"}
 COUNTS = 3
 
 

@@ -84,16 +84,20 @@ def process_bytes(raw: bytes) -> FileOutcome:
     return _process(io.BytesIO(raw), raw, len(raw), _looks_like_raw_dataset(raw))
 
 
-def process_file(path: Path) -> FileOutcome:
-    """De-identify one instance spooled to disk (a received C-STORE), without reading it into memory whole: values
-    above DEFER_BYTES stay on disk until the serialiser copies them into the output in 1 MiB reads, so the instance
-    is held once (its de-identified output). The file is ours (not a user's folder: see :func:`process_path`)."""
+def process_file(path: Path, whole_up_to: int = 0) -> FileOutcome:
+    """De-identify one instance spooled to disk (a received C-STORE). One of at most ``whole_up_to`` bytes is read
+    whole and takes the in-memory path (parsing from the file seeks once per element). A larger one is not read
+    into memory whole: values above DEFER_BYTES stay on disk until the serialiser copies them into the output in
+    1 MiB reads, so the instance is held once (its de-identified output). The file is ours (not a user's folder:
+    see :func:`process_path`)."""
     config: WorkerConfig = _state["config"]
     try:
         with path.open("rb") as fh:
             size = os.fstat(fh.fileno()).st_size
             if size > config.max_file_bytes:
                 return FileOutcome("rejected", f"instance larger than the {config.max_file_bytes} byte limit")
+            if size <= whole_up_to:
+                return process_bytes(fh.read())
             head = fh.read(132)
             fh.seek(0)
             return _process(fh, fh, size, _looks_like_raw_dataset(head))

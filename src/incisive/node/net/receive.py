@@ -70,20 +70,9 @@ class Receiver:
         return self.run_id
 
     def deidentify_file(self, path: Path) -> FileOutcome:
-        """De-identify an instance spooled to disk (a received C-STORE) without reading it into memory whole."""
-        try:
-            size = path.stat().st_size
-        except OSError:
-            return FileOutcome("rejected", "the received instance could not be read back")
-        if size > self.node.settings.max_file_bytes:
-            return FileOutcome("rejected", f"instance larger than the {self.node.settings.max_file_bytes} byte limit")
-        if size <= self.node.settings.spool_threshold_bytes:
-            # a typical instance: one read, then the in-memory path (parsing from the file seeks per element)
-            try:
-                return process_bytes(path.read_bytes())
-            except OSError:
-                return FileOutcome("rejected", "the received instance could not be read back")
-        return process_file(path)
+        """De-identify an instance spooled to disk (a received C-STORE); one above ``spool_threshold_bytes`` is
+        never read into memory whole. The size limit is the worker's (``max_file_bytes``, as for every import)."""
+        return process_file(path, whole_up_to=self.node.settings.spool_threshold_bytes)
 
     def deidentify(self, raw: bytes) -> FileOutcome:
         if len(raw) > self.node.settings.max_file_bytes:

@@ -12,7 +12,8 @@
 * A PDU longer than the negotiated maximum (plus slack) closes the association before it is read into memory
   (:func:`incisive.compat.pynetdicom_3_0_4.guard_pdu_length`).
 * C-STORE data sets are spooled to ``<node>/tmp`` as they arrive (:func:`incisive.compat.pynetdicom_3_0_4.
-  spool_stores`) and de-identified from there, pixel data copied from the file: an instance is held once.
+  spool_stores`) and de-identified from there: one above ``spool_threshold_bytes`` is held once (its output),
+  its pixel data copied from the file.
 * C-STORE is answered only after the de-identified object is fsynced and its catalogue row committed.
 * With ``tls`` (``node serve --dicom-tls-cert/--dicom-tls-key [--dicom-tls-ca]``) the port speaks only TLS 1.2+
   (PS3.15 Annex B), client certificates required when a CA is given (:mod:`incisive.node.net.tls`).
@@ -27,8 +28,6 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from io import BytesIO
-from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
@@ -57,7 +56,6 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from incisive.common.logging import get_logger
 from incisive.compat import pynetdicom_3_0_4
-from incisive.node.deid.serialise import file_meta_bytes
 from incisive.node.home import Node
 from incisive.node.net import find
 from incisive.node.net.limits import AssociationLimits, Budget
@@ -256,22 +254,8 @@ class DicomServer:
     def _on_store(self, event: Any) -> Dataset:
         receiver = self._receiver(event)
         try:
-            try:
-                spooled: Path | None = event.dataset_path  # written to <node>/tmp as it arrived (spool_stores)
-            except AttributeError:
-                spooled = None
-            if spooled is not None:
-                # the instance is held once, as its de-identified output: its pixel data is copied from the file
-                outcome = receiver.deidentify_file(spooled)
-            else:
-                # not spooled (another acceptor's option): take the received bytes out of the request before
-                # joining them to the file meta, so the instance is held twice (source and output), not three times
-                body = event.request.DataSet.getvalue()
-                event.request.DataSet = BytesIO()
-                raw = file_meta_bytes(event.file_meta) + body
-                del body
-                outcome = receiver.deidentify(raw)
-                del raw
+            # written to <node>/tmp as it arrived (start() made this AE spool: spool_stores)
+            outcome = receiver.deidentify_file(event.dataset_path)
         except Exception as exc:  # malformed command or meta: refuse the instance, keep the association
             log.warning("C-STORE refused: %s", type(exc).__name__)
             return _status(CANNOT_UNDERSTAND, "cannot decode the data set")
