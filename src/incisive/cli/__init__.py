@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, bool, str]] = {
     "fl": ("incisive.cli.fl", "app", True, "Federated training and evaluation on Flower."),
     "model": ("incisive.cli.model", "app", True, "Model bundles and the model registry."),
     "infer": ("incisive.cli.infer", "infer", False, "Run an approved model at a node."),
+    "central": ("incisive.cli.central", "app", True, "Run the multi-tenant Central Node (operator)."),
+    "upload": ("incisive.cli.upload", "app", True, "Pseudonymise at the hospital and upload to a Central Node."),
     "demo-data": ("incisive.cli.demo", "demo_data", False, "Generate a synthetic cohort with fake PHI."),
 }
 

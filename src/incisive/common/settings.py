@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -114,6 +114,16 @@ class NodeSettings(TomlSettings):
     http_keep_alive_s: float = Field(5.0, gt=0, le=600, description="Idle keep-alive seconds between requests")
     stow_max_bytes: int = Field(256 << 20, ge=1024, description="Largest STOW-RS request body (413 beyond)")
     spool_threshold_bytes: int = Field(16 << 20, ge=0, description="Parts larger than this are spooled to disk")
+    # A tenant of a Central Node (docs/central-node.md); empty on a provider's own node
+    tenant_of: str = Field(default="", description="Central Node directory this node is a tenant of; empty = own node")
+    keyring: str = Field(default="", description="Wrapped data-key ring of an encrypted store (outside the node "
+                                                 "directory, never in a backup); empty = store not encrypted")
+    master_key: str = Field(default="", description="Key that unwraps keyring: 'file:PATH' or 'passphrase:PATH'")
+    door: Literal["deidentify", "verify"] = Field(
+        default="deidentify", description="deidentify: pseudonymise what arrives (own node); verify: accept only "
+                                          "instances the provider already de-identified (Central Node tenant)")
+    quota_bytes: int = Field(default=0, ge=0, description="Most stored bytes (0 = no limit)")
+    quota_instances: int = Field(default=0, ge=0, description="Most stored instances (0 = no limit)")
 
     @field_validator("node_id")
     @classmethod
