@@ -1,7 +1,8 @@
 """``node fsck``: reconcile the object store with the catalogue and verify every checksum.
 
 Finds: catalogue rows whose object is missing, objects whose bytes no longer match their address (flipped
-bit, truncation), objects no row points at (orphans, e.g. after a crash between fsync and commit) and
+bit, truncation; on an encrypted store also an object that does not open: a failed tag or content hash, a key
+the ring no longer holds), objects no row points at (orphans, e.g. after a crash between fsync and commit) and
 partial writes in ``tmp/``. ``repair`` moves corrupt objects aside to ``<store>/corrupt/`` and drops their
 rows (re-importing the source restores them), drops rows of missing objects, re-catalogues orphans that are
 our own de-identified instances, and clears ``tmp/``.
@@ -58,7 +59,7 @@ def fsck(node: Node, repair: bool = False, progress: Callable[[int, int], None] 
         for digest in sorted(wanted):
             if not store.path(digest).is_file():
                 report.missing.append(digest)
-            elif not store.verify(digest):
+            elif not store.verify_content(digest):  # encrypted store: + every tag and the content hash
                 report.corrupt.append(digest)
             report.objects_checked += 1
             done += 1

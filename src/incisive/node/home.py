@@ -3,7 +3,8 @@
 ```
 <node>/incisive.toml        settings (no secrets)
 <node>/secrets/pseudonym.key per-provider HMAC key, mode 0600 — never leaves the node, never in a backup
-<node>/store/objects/…      de-identified DICOM, content-addressed
+<node>/store/objects/…      de-identified DICOM, content-addressed (sealed when settings.keyring is set:
+                            node/crypt_store.py; the ring and master key live outside the node directory)
 <node>/quarantine/objects/… de-identified instances held back (possible burned-in text)
 <node>/catalogue.db         SQLite catalogue (unless catalogue_url points elsewhere)
 <node>/logs/incisive.log    PHI-free log
@@ -23,9 +24,11 @@ from pathlib import Path
 from incisive.common.crypto import Pseudonymiser, generate_key, read_secret, write_secret
 from incisive.common.errors import ConfigError
 from incisive.common.fsio import atomic_write_text
+from incisive.common.keyring import KeyRing, master_key
 from incisive.common.logging import configure_node_logging, get_logger
 from incisive.common.settings import CONFIG_NAME, NodeSettings
 from incisive.node.catalogue import Catalogue
+from incisive.node.crypt_store import EncryptedObjectStore
 from incisive.node.store import ObjectStore
 
 log = get_logger("node")
@@ -54,12 +57,27 @@ class Node:
         return self.home / "logs"
 
     @cached_property
+    def keyring(self) -> KeyRing | None:
+        """The data-key ring of an encrypted store (``settings.keyring``), opened at first use; None if plain.
+
+        Its tenant id is the node id; the master key comes from ``settings.master_key`` (:class:`MasterKeyError`
+        when it is missing or wrong).
+        """
+        if not self.settings.keyring:
+            return None
+        return KeyRing.open(Path(self.settings.keyring), self.settings.node_id, master_key(self.settings.master_key))
+
+    def _object_store(self, name: str) -> ObjectStore:
+        ring = self.keyring
+        return ObjectStore(self.home / name) if ring is None else EncryptedObjectStore(self.home / name, ring)
+
+    @cached_property
     def store(self) -> ObjectStore:
-        return ObjectStore(self.home / "store")
+        return self._object_store("store")
 
     @cached_property
     def quarantine(self) -> ObjectStore:
-        return ObjectStore(self.home / "quarantine")
+        return self._object_store("quarantine")
 
     @cached_property
     def catalogue(self) -> Catalogue:

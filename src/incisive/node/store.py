@@ -4,6 +4,9 @@ Layout: ``objects/ab/cd/abcd…`` (two levels of 256-way sharding). A write goes
 is renamed into place, then the file and the directories that changed are fsynced, so after ``put`` returns
 the object survives a crash or power cut. The same bytes always land at the same address: a second ``put``
 verifies the object and writes nothing. ``get`` re-hashes what it reads and raises on mismatch.
+
+``put(data)`` is ``put_sealed(*seal(data, sha256(data)))``: ``seal`` gives the bytes to write and their address
+(the data itself here; the sealed form in :mod:`incisive.node.crypt_store`), ``put_sealed`` writes them.
 """
 
 from __future__ import annotations
@@ -58,14 +61,27 @@ class ObjectStore:
         mismatch and writes it again. An object already present is verified and fsynced before it is
         reported as stored: another writer may still be on its way to its own fsync.
         """
-        digest = hashlib.sha256(data).hexdigest()
+        return self.put_sealed(*self.seal(data, hashlib.sha256(data).hexdigest()))
+
+    def seal(self, data: bytes, plain_digest: str) -> tuple[bytes, str]:
+        """The bytes this store writes for ``data`` (sha256 hex ``plain_digest``) and their address.
+
+        A plain store writes the data as is, at its own digest; an encrypted one
+        (:class:`incisive.node.crypt_store.EncryptedObjectStore`) seals it. Callers that write the catalogue row
+        before the object (ingest) seal first, so the row holds the address the object will have.
+        """
+        return data, check_digest(plain_digest)
+
+    def put_sealed(self, blob: bytes, address: str) -> tuple[str, bool]:
+        """Store what :meth:`seal` returned (``address`` is trusted: it is the sha256 of ``blob``)."""
+        digest = address
         final = self.path(digest)
         if self._present(digest):
             return digest, False
         tmp = self.tmp / f"{digest}.{secrets.token_hex(6)}.part"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
         try:
-            view = memoryview(data)
+            view = memoryview(blob)
             while view:
                 view = view[os.write(fd, view):]
             shard = final.parent
@@ -119,6 +135,10 @@ class ObjectStore:
             return self.hash_file(digest) == digest
         except FileNotFoundError:
             return False
+
+    def verify_content(self, digest: str) -> bool:
+        """The object is intact: its file hash (an encrypted store also checks every tag and the content hash)."""
+        return self.verify(digest)
 
     def size(self, digest: str) -> int:
         return self.path(digest).stat().st_size

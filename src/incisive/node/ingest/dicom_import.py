@@ -168,17 +168,18 @@ def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, F
                 results.append(issue(label, "rejected", o.reason))
                 continue
             uid = o.facts["sop_uid"]
-            seen = known if o.status == "stored" else known_q
-            digest = o.digest
+            seen, store = (known, node.store) if o.status == "stored" else (known_q, node.quarantine)
+            blob, digest = store.seal(o.data, o.digest)  # sealed once; the row holds the address written
             if uid in seen:
                 results.append(Recorded("duplicate") if seen[uid] == digest else issue(label, "conflict", CONFLICT))
                 continue
+            write = _OBJECT_IO.submit(store.put_sealed, blob, digest)
             if o.status == "quarantine":
-                writes.append((-1, 0, _OBJECT_IO.submit(node.quarantine.put, o.data)))
+                writes.append((-1, 0, write))
                 w.add_quarantine(o.facts, digest, o.reason)
                 results.append(issue(label, "quarantined", o.reason))
             else:
-                writes.append((len(results), len(o.data), _OBJECT_IO.submit(node.store.put, o.data)))
+                writes.append((len(results), len(o.data), write))
                 w.add_instance(o.facts, digest, len(o.data), run_id)
                 results.append(Recorded("imported"))
             seen[uid] = digest
