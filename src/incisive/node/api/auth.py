@@ -1,5 +1,8 @@
 """Bearer-token check for the node API: 401 without/with an unknown token, 403 for the wrong role.
 
+A ``manager`` token (a Central Node tenant's, :mod:`incisive.node.api.tokens`) satisfies every role of its node:
+it may do whatever its tenant can (STOW, QIDO/WADO, and the routes that ask for ``manager`` itself).
+
 Failed token checks are throttled per source (:mod:`incisive.common.throttle`, its defaults: back-off from the
 5th failure, lockout at 30 for 15 min): a source in back-off gets 429 with Retry-After before its token is looked
 at, and the node's audit log gets one aggregated ``api.auth`` entry per source and minute, not one per guess."""
@@ -18,6 +21,7 @@ from incisive.node.api.tokens import token_role
 from incisive.node.home import Node
 
 log = get_logger("api.auth")
+MANAGER = "manager"  # satisfies every role of its own node
 _made = threading.Lock()
 
 
@@ -66,7 +70,7 @@ def require(*roles: str) -> Callable[[Request], str]:
             _audit(node, throttle.failed(source, "token", reason="invalid or revoked token"))
             raise HTTPException(401, "invalid or revoked token", headers={"WWW-Authenticate": "Bearer"})
         _audit(node, throttle.flush())  # windows that are over get their summary (scanned once a second at most)
-        if role not in roles:
+        if role not in roles and role != MANAGER:
             raise HTTPException(403, f"a {role} token cannot do this; needs {' or '.join(roles)}")
         return role
 

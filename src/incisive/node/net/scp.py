@@ -225,12 +225,18 @@ class DicomServer:
         log.warning("association rejected: calling AE '%s' from %s %s", _safe_ae(calling),
                     event.assoc.requestor.address, why)
 
+    def node_for(self, assoc: Any) -> Node:
+        """The node an association's C-STORE and C-FIND work on: this server's (a Central Node's server picks the
+        tenant of the called AE title: :mod:`incisive.central.dimse`)."""
+        return self.node
+
     def _receiver(self, event: Any) -> Receiver:
         key = id(event.assoc)
         with self._lock:
             r = self._receivers.get(key)
             if r is None:
-                r = self._receivers[key] = Receiver(self.node, f"dimse:{_safe_ae(event.assoc.requestor.ae_title)}")
+                r = self._receivers[key] = Receiver(self.node_for(event.assoc),
+                                                    f"dimse:{_safe_ae(event.assoc.requestor.ae_title)}")
             return r
 
     def _sweep_spool(self, older_than_s: float) -> None:
@@ -272,4 +278,4 @@ class DicomServer:
     def _on_find(self, event: Any) -> Iterator[tuple[int, Dataset | None]]:
         model = "PATIENT" if event.request.AffectedSOPClassUID == PatientRootQueryRetrieveInformationModelFind \
             else "STUDY"
-        yield from find.run_find(self.node, model, event.identifier, lambda: bool(event.is_cancelled))
+        yield from find.run_find(self.node_for(event.assoc), model, event.identifier, lambda: bool(event.is_cancelled))
