@@ -156,6 +156,7 @@ class Deidentifier:
         ds.DeidentificationMethod = METHOD_TEXT
         ds.DeidentificationMethodCodeSequence = Sequence(self._method_codes)
         ds.file_meta = self._file_meta(ds)
+        ds.preamble = None  # 128 bytes anyone may fill (a TIFF header, text): pydicom's writer then writes zeros
         return run.result
 
     def _file_meta(self, ds: Dataset) -> FileMetaDataset:
