@@ -24,6 +24,7 @@ from pydicom.uid import UID
 from incisive.common.crypto import Pseudonymiser, sha256_hex
 from incisive.node.deid import Deidentifier, DeidRejected, SafePrivate, quarantine_reason
 from incisive.node.deid.serialise import SourceChanged, serialise
+from incisive.node.deid.verify import check_deidentified, held_back
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 DEFER_BYTES = 1 << 20  # values larger than this are not read while de-identifying (see process_bytes)
@@ -37,6 +38,9 @@ class WorkerConfig:
     quarantine_modalities: tuple[str, ...] = ()
     sr_keep_text: bool = False
     max_file_bytes: int = 2 * 1024**3
+    # deidentify: pseudonymise what arrives (a provider's own node); verify: a Central Node tenant's door, which has
+    # no pseudonym key and accepts only instances its provider de-identified, stored as they came (:func:`_verify`)
+    door: str = "deidentify"
 
 
 @dataclass
@@ -62,6 +66,7 @@ def init_worker(config: WorkerConfig) -> None:
     pydicom.config.settings.writing_validation_mode = pydicom.config.IGNORE
     safe = tuple(SafePrivate.parse(s) for s in config.safe_private)
     _state["deid"] = Deidentifier(Pseudonymiser(config.key), safe, keep_text=config.sr_keep_text)
+    _state["safe"] = safe
     _state["config"] = config
 
 
@@ -107,6 +112,8 @@ def process_file(path: Path, whole_up_to: int = 0) -> FileOutcome:
 
 def _process(fp: BinaryIO, source: bytes | BinaryIO, size: int, raw_dataset: bool) -> FileOutcome:
     config: WorkerConfig = _state["config"]
+    if config.door == "verify":
+        return _verify(fp, source, size, raw_dataset)
     deid: Deidentifier = _state["deid"]
     try:
         with warnings.catch_warnings():
@@ -132,6 +139,46 @@ def _process(fp: BinaryIO, source: bytes | BinaryIO, size: int, raw_dataset: boo
         return FileOutcome("rejected", f"malformed DICOM ({type(exc).__name__})")
     return FileOutcome("quarantine" if reason else "stored", reason or "", data, sha256_hex(data), facts(ds),
                        dict(result.removed))
+
+
+def _verify(fp: BinaryIO, source: bytes | BinaryIO, size: int, raw_dataset: bool) -> FileOutcome:
+    """The verify door: parse, truncation check, :func:`check_deidentified`; the instance's bytes as received."""
+    config: WorkerConfig = _state["config"]
+    if raw_dataset:
+        return FileOutcome("rejected", "not de-identified: no DICOM file meta (the de-identifier writes Part 10 files)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = dcmread(fp, defer_size=DEFER_BYTES)
+            problem = truncation(ds, size) or _missing_uid(ds)
+            problem = problem or check_deidentified(ds, _state["safe"], keep_text=config.sr_keep_text)
+            if problem:
+                return FileOutcome("rejected", problem)
+            reason = held_back(ds, config.quarantine_modalities)
+            data = source if isinstance(source, bytes) else _read_whole(source, size)
+            found = facts(ds)
+    except InvalidDicomError:
+        return FileOutcome("rejected", "not a DICOM file")
+    except SourceChanged:
+        return FileOutcome("rejected", "the file changed while it was read")
+    except Exception as exc:  # as in _process: malformed input never aborts a run
+        return FileOutcome("rejected", f"malformed DICOM ({type(exc).__name__})")
+    return FileOutcome("quarantine" if reason else "stored", reason or "", data, sha256_hex(data), found)
+
+
+def _missing_uid(ds: Dataset) -> str | None:
+    for keyword in ("SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "SOPClassUID"):
+        if not str(ds.get(keyword, "") or "").strip():
+            return f"no {keyword}"
+    return None
+
+
+def _read_whole(source: BinaryIO, size: int) -> bytes:
+    source.seek(0)
+    data = source.read()
+    if len(data) != size:
+        raise SourceChanged("the source file changed while it was read")
+    return data
 
 
 def truncation(ds: Dataset, size: int | None = None) -> str | None:

@@ -54,7 +54,7 @@ def worker_config(node: Node) -> WorkerConfig:
     s = node.settings
     return WorkerConfig(key=read_secret(node.key_path), safe_private=tuple(s.safe_private_tags),
                         quarantine_modalities=tuple(s.quarantine_modalities), sr_keep_text=s.sr_keep_text,
-                        max_file_bytes=s.max_file_bytes)
+                        max_file_bytes=s.max_file_bytes, door=s.door)
 
 
 def _outcomes(paths: list[Path], config: WorkerConfig, workers: int) -> Iterator[FileOutcome]:
