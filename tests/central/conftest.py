@@ -67,7 +67,7 @@ def two_tenants(central_db: Central) -> Tenants:
 @pytest.fixture(scope="session")
 def small_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("central-cohort")
-    generate_cohort(out, CohortSpec(patients=3, seed=5, size=16, ct_slices=2, mr_slices=1))
+    generate_cohort(out, CohortSpec(patients=5, seed=5, size=16, ct_slices=2, mr_slices=1))
     return out
 
 

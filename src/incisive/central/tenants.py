@@ -199,11 +199,13 @@ def _key_created(central: Central, tenant_id: str) -> str | None:
         return None
 
 
-def usage(central: Central) -> list[dict[str, Any]]:
-    """Per active tenant: objects, bytes, quarantined, last upload, key age, quotas — counts only, no data."""
+def usage(central: Central, tenant_id: str | None = None) -> list[dict[str, Any]]:
+    """Per active tenant (or only ``tenant_id``): objects, bytes, quarantined, last upload, key age, quotas —
+    counts only, no data."""
     rows = []
     now = datetime.now(UTC)
-    for record in sorted(central.tenants(), key=lambda r: r.id):
+    records = [central.tenant(tenant_id)] if tenant_id is not None else central.tenants()
+    for record in sorted(records, key=lambda r: r.id):
         node = central.tenant_node(record.id)
         with node.catalogue.session() as s:
             count, size, last = s.execute(select(func.count(Instance.id), func.coalesce(func.sum(Instance.size), 0),
