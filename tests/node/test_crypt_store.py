@@ -193,3 +193,38 @@ def test_fsck_finds_tampered_and_unopenable_objects(enode: Node, cohort: Path) -
     repaired = fsck(enode, repair=True).repaired
     assert repaired["moved_aside"] == 2 and repaired["recatalogued"] == 1  # the orphan opens and is ours
     assert fsck(enode).clean
+
+
+def test_same_content_across_keys(store: EncryptedObjectStore) -> None:
+    data = MARKER * 10
+    plain = hashlib.sha256(data).hexdigest()
+    old, _ = store.put(data)
+    store.ring.add_key()
+    assert store.same_content(old, plain) and not store.same_content(old, hashlib.sha256(b"x").hexdigest())
+    assert not store.same_content("0" * 64, plain)  # no such object
+    store.ring.retire(store.ring.ids()[0])
+    assert not store.same_content(old, plain)  # its key is gone: it cannot be the same readable object
+
+
+def test_reimport_after_rotation_duplicates_and_conflicts(enode: Node, cohort: Path, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    src.mkdir()
+    files = sorted(p for p in (cohort / "dicom").rglob("*") if p.is_file())[:3]
+    for i, f in enumerate(files):
+        (src / f"{i}.dcm").write_bytes(f.read_bytes())
+    (src / "copy.dcm").write_bytes(files[0].read_bytes())  # the same instance twice in one batch
+    first = import_dicom(enode, src, workers=1)
+    assert first.counts["imported"] + first.counts["quarantined"] == 3 and first.counts["duplicate"] == 1
+    before = _files(enode.store.objects)
+
+    assert enode.keyring is not None
+    enode.keyring.add_key()  # a rotation: new objects are sealed under another key, at other addresses
+    again = import_dicom(enode, src, workers=1)
+    assert again.counts["duplicate"] == 4 and again.bytes_stored == 0 and _files(enode.store.objects) == before
+
+    ds = dcmread(files[1])
+    ds.InstanceNumber = 999  # same SOPInstanceUID, other content
+    (src / "1.dcm").unlink()
+    ds.save_as(src / "1.dcm")
+    third = import_dicom(enode, src, workers=1)
+    assert third.counts["conflict"] == 1 and _files(enode.store.objects) == before

@@ -37,7 +37,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from incisive.common.errors import IntegrityError
 
-__all__ = ["CHUNK", "HEADER_BYTES", "TAG_BYTES", "EnvelopeError", "envelope_key_id", "is_envelope",
+__all__ = ["CHUNK", "HEADER_BYTES", "TAG_BYTES", "EnvelopeError", "content_matches", "envelope_key_id", "is_envelope",
            "open_chunks", "open_envelope", "seal", "sealed_size"]
 
 CHUNK = 1 << 20
@@ -142,6 +142,13 @@ def is_envelope(head: bytes) -> bool:
 def envelope_key_id(head: bytes) -> str:
     """The key id a sealed object names (``head``: at least its first :data:`HEADER_BYTES` bytes)."""
     return _parse_header(head)[0]
+
+
+def content_matches(head: bytes, plain_digest: bytes, key_for: KeyFor) -> bool:
+    """A sealed object's header says it holds the plaintext of sha256 ``plain_digest`` (under whichever key it
+    names); only a full open checks the tags."""
+    key_id, salt, _ = _parse_header(head)
+    return hmac.compare_digest(_salt(_key(key_for, key_id), plain_digest), salt)
 
 
 def _key(key_for: KeyFor, key_id: str) -> bytes:

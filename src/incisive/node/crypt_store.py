@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from incisive.common.envelope import EnvelopeError, open_chunks, open_envelope, seal
+from incisive.common.envelope import HEADER_BYTES, EnvelopeError, content_matches, open_chunks, open_envelope, seal
 from incisive.common.errors import IntegrityError
 from incisive.common.keyring import KeyRing
 from incisive.node.store import ObjectStore, check_digest
@@ -24,6 +24,8 @@ __all__ = ["EncryptedObjectStore"]
 
 
 class EncryptedObjectStore(ObjectStore):
+    sealed = True
+
     def __init__(self, root: Path, ring: KeyRing) -> None:
         super().__init__(root)
         self.ring = ring
@@ -33,6 +35,17 @@ class EncryptedObjectStore(ObjectStore):
         blob = seal(data, self.ring.active_key(), self.ring.active_id,
                     digest=bytes.fromhex(check_digest(plain_digest)))
         return blob, hashlib.sha256(blob).hexdigest()
+
+    def same_content(self, address: str, plain_digest: str) -> bool:
+        """The object at ``address`` was sealed from the data of sha256 ``plain_digest``, under any of the ring's
+        keys (its header's salt is the keyed hash of the plaintext's digest): a re-import after a key rotation is
+        a duplicate, not a conflict. Reads the header only; the tags are fsck's business."""
+        try:
+            with self.path(address).open("rb") as fh:
+                head = fh.read(HEADER_BYTES)
+            return content_matches(head, bytes.fromhex(check_digest(plain_digest)), self.ring.key)
+        except (OSError, EnvelopeError):
+            return False
 
     def get(self, digest: str) -> bytes:
         """The plaintext of an object, after its file hash, every tag and its content hash are checked."""

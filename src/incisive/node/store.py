@@ -17,6 +17,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 from incisive.common.errors import IntegrityError
 from incisive.common.fsio import fsync_dir
@@ -33,6 +34,8 @@ def check_digest(digest: str) -> str:
 
 
 class ObjectStore:
+    sealed: ClassVar[bool] = False  # files are the data itself; EncryptedObjectStore: sealed envelopes
+
     def __init__(self, root: Path) -> None:
         self.root = root
         self.objects = root / "objects"
@@ -135,6 +138,10 @@ class ObjectStore:
             return self.hash_file(digest) == digest
         except FileNotFoundError:
             return False
+
+    def same_content(self, address: str, plain_digest: str) -> bool:
+        """The object at ``address`` holds the data whose sha256 is ``plain_digest`` (without reading it here)."""
+        return address == plain_digest
 
     def verify_content(self, digest: str) -> bool:
         """The object is intact: its file hash (an encrypted store also checks every tag and the content hash)."""

@@ -26,8 +26,9 @@ log = get_logger("ingest")
 BATCH = 128
 OUTCOMES = ("imported", "duplicate", "conflict", "quarantined", "rejected")
 REMOVED_KEY = "removed_beyond_table"
-# object writes (write + fsync + rename + directory fsync) run here while the calling thread sends the catalogue
-# rows; fsync releases the GIL, so a received instance pays max(fsync, SQL) instead of their sum
+# object writes (write + fsync + rename + directory fsync) and the sealing of an encrypted store's objects run here
+# while the calling thread sends the catalogue rows; fsync and hashing release the GIL, so a received instance
+# pays max(fsync, SQL) instead of their sum
 _OBJECT_IO = ThreadPoolExecutor(max_workers=4, thread_name_prefix="object-io")
 
 
@@ -157,22 +158,27 @@ def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, F
         quarantined_uids = [o.facts["sop_uid"] for _, o in items if o.status == "quarantine"]
         known = w.existing_instances(stored_uids)
         known_q = w.existing_quarantine(quarantined_uids)
+        seals = [_seal(node, o, known, known_q) for _, o in items]
+        added: dict[tuple[str, str], str] = {}
 
         def issue(label: str, outcome: str, reason: str) -> Recorded:
             if run_id is not None:
                 w.add_issue(run_id, outcome, reason, node.pseudonymiser.digest("import-file", label))
             return Recorded(outcome, reason)
 
-        for label, o in items:
+        for (label, o), sealing in zip(items, seals, strict=True):
             if o.status == "rejected":
                 results.append(issue(label, "rejected", o.reason))
                 continue
             uid = o.facts["sop_uid"]
             seen, store = (known, node.store) if o.status == "stored" else (known_q, node.quarantine)
-            blob, digest = store.seal(o.data, o.digest)  # sealed once; the row holds the address written
-            if uid in seen:
-                results.append(Recorded("duplicate") if seen[uid] == digest else issue(label, "conflict", CONFLICT))
+            if uid in seen:  # the same plaintext (whatever key sealed the stored object)?
+                earlier = added.get((o.status, uid))  # an instance of this batch, maybe not written yet
+                same = earlier == o.digest if earlier else store.same_content(seen[uid], o.digest)
+                results.append(Recorded("duplicate") if same else issue(label, "conflict", CONFLICT))
                 continue
+            assert sealing is not None
+            blob, digest = sealing.result()  # the row holds the address the object is written at
             write = _OBJECT_IO.submit(store.put_sealed, blob, digest)
             if o.status == "quarantine":
                 writes.append((-1, 0, write))
@@ -183,6 +189,7 @@ def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, F
                 w.add_instance(o.facts, digest, len(o.data), run_id)
                 results.append(Recorded("imported"))
             seen[uid] = digest
+            added[o.status, uid] = o.digest
         w.flush()
         wait([f for _, _, f in writes])  # every object durable before the commit; a failure rolls back
         for index, size, write in writes:
@@ -191,6 +198,23 @@ def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, F
                 results[index].bytes_created = size
     w.committed()
     return results
+
+
+def _seal(node: Node, o: FileOutcome, known: dict[str, str], known_q: dict[str, str]
+          ) -> Future[tuple[bytes, str]] | None:
+    """What the store writes for ``o`` and its address (None: rejected or already stored), sealed once.
+
+    An encrypted store seals on the I/O threads (hashing the sealed bytes releases the GIL), a plain one here
+    (nothing to compute).
+    """
+    if o.status == "rejected" or o.facts["sop_uid"] in (known if o.status == "stored" else known_q):
+        return None
+    store = node.store if o.status == "stored" else node.quarantine
+    if store.sealed:
+        return _OBJECT_IO.submit(store.seal, o.data, o.digest)
+    done: Future[tuple[bytes, str]] = Future()
+    done.set_result(store.seal(o.data, o.digest))
+    return done
 
 
 def _record_batch(node: Node, report: ImportReport, batch: list[tuple[Candidate, FileOutcome]],
