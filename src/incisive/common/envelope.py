@@ -173,18 +173,19 @@ def open_envelope(blob: bytes, key_for: KeyFor) -> bytes:
     aead = _object_aead(key, salt)
     out = bytearray(body - chunks * TAG_BYTES)
     src, dst = memoryview(blob), memoryview(out)
+    plain_hash = hashlib.sha256()
     for index in range(chunks):
         at = HEADER_BYTES + index * step
         piece = src[at:at + step]
+        plain = dst[index * chunk:index * chunk + len(piece) - TAG_BYTES]
         try:
-            aead.decrypt_into(_NONCE.pack(index, index == chunks - 1), piece, header,
-                              dst[index * chunk:index * chunk + len(piece) - TAG_BYTES])
+            aead.decrypt_into(_NONCE.pack(index, index == chunks - 1), piece, header, plain)
         except InvalidTag:
             raise EnvelopeError(f"sealed object fails its authentication tag (chunk {index})") from None
-    plain = bytes(out)
-    if not hmac.compare_digest(_salt(key, hashlib.sha256(plain).digest()), salt):
+        plain_hash.update(plain)  # while the chunk is in cache
+    if not hmac.compare_digest(_salt(key, plain_hash.digest()), salt):
         raise EnvelopeError("sealed object fails its content hash")
-    return plain
+    return bytes(out)
 
 
 def open_chunks(read: Callable[[int], bytes], key_for: KeyFor) -> Iterator[bytes]:

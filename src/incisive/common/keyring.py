@@ -74,26 +74,19 @@ class KeyProvider(Protocol):
     def unwrap(self, blob: bytes, aad: bytes) -> bytes: ...  # MasterKeyError on a wrong master key
 
 
-def _private(path: Path, what: str) -> os.stat_result:
+def _read(path: Path, what: str) -> bytes:
+    """A private file's bytes: refused when missing, not a regular file or open to group/other."""
     try:
         st = path.stat()
+        if not stat.S_ISREG(st.st_mode):
+            raise MasterKeyError(f"{what} at {path} is not a regular file")
+        if st.st_mode & 0o077:
+            raise MasterKeyError(f"{what} at {path} is accessible to group/other (mode {st.st_mode & 0o777:03o});"
+                                 f" run: chmod 600 {path}")
+        return path.read_bytes()
     except FileNotFoundError:
         raise MasterKeyError(f"{what} not found at {path}; create it (incisive central init) or fix the "
                              "master_key setting") from None
-    except OSError as exc:
-        raise MasterKeyError(f"{what} at {path} cannot be read ({exc.strerror}); check its owner") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise MasterKeyError(f"{what} at {path} is not a regular file")
-    if st.st_mode & 0o077:
-        raise MasterKeyError(f"{what} at {path} is accessible to group/other (mode {st.st_mode & 0o777:03o}); "
-                             f"run: chmod 600 {path}")
-    return st
-
-
-def _read(path: Path, what: str) -> bytes:
-    _private(path, what)
-    try:
-        return path.read_bytes()
     except OSError as exc:
         raise MasterKeyError(f"{what} at {path} cannot be read ({exc.strerror}); check its owner") from None
 
@@ -296,9 +289,9 @@ class KeyRing:
             doc = json.loads(raw)
             if doc.get("format") != FORMAT or doc.get("version") != 1:
                 raise ValueError
-            ids = {e["id"] for e in doc["keys"]}
-            states = {e["state"] for e in doc["keys"]}
-            if doc["active"] not in ids or not states <= {"active", "decrypt-only", "retired"}:
+            states = {e["id"]: e["state"] for e in doc["keys"]}
+            if states.get(doc["active"]) != "active" or not set(states.values()) <= {"active", "decrypt-only",
+                                                                                       "retired"}:
                 raise ValueError
         except (ValueError, KeyError, TypeError, AttributeError):
             raise EnvelopeError(f"key ring {path} is damaged (not a version 1 key ring)") from None
@@ -397,21 +390,19 @@ class KeyRing:
 
     def destroy(self) -> None:
         """Crypto-shred: overwrite the file with random bytes, fsync, unlink, fsync the directory."""
-        path = self.path
         try:
-            fd = os.open(path, os.O_WRONLY)
+            fd = os.open(self.path, os.O_WRONLY)
         except FileNotFoundError:
-            fd = -1
+            fd = -1  # already gone: make sure the unlink is durable
         if fd >= 0:
             try:
-                size = os.fstat(fd).st_size
-                view = memoryview(secrets.token_bytes(max(size, 1)))
+                view = memoryview(secrets.token_bytes(max(os.fstat(fd).st_size, 1)))
                 while view:
                     view = view[os.write(fd, view):]
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            path.unlink()
-        fsync_dir(path.parent)
+            self.path.unlink()
+        fsync_dir(self.path.parent)
         self._keys.clear()
         self._doc = {**self._doc, "keys": [], "active": ""}
