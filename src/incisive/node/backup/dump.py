@@ -96,9 +96,13 @@ def _pg_snapshot(catalogue: Catalogue, target: Path) -> CatalogueSnapshot:
         with conn.begin():
             exported = conn.execute(text("SELECT pg_export_snapshot()")).scalar_one()
             refs = _refs(conn)
+            # a catalogue in its own schema (a Central Node tenant: search_path in the URL) dumps that schema only,
+            # never the other tenants' sharing the database
+            schema = str(conn.execute(text("SELECT current_schema()")).scalar_one())
+            only = [] if schema == "public" else [f"--schema={schema}"]
             proc = subprocess.run(
                 [_tool("pg_dump"), "--format=custom", "--no-owner", "--no-privileges", f"--snapshot={exported}",
-                 f"--file={target}", *args], env=env, capture_output=True, text=True, check=False)
+                 f"--file={target}", *only, *args], env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise IncisiveError(f"pg_dump failed: {_first_line(proc.stderr)}")
     with open(target, "rb+") as fh:
@@ -148,8 +152,8 @@ def restore_pg(dump: Path, url: str) -> None:
     catalogue = Catalogue(url)
     try:
         with catalogue.engine.connect() as conn:
-            tables = conn.execute(text(
-                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")).scalar_one()
+            tables = conn.execute(text("SELECT count(*) FROM information_schema.tables "
+                                       "WHERE table_schema = current_schema()")).scalar_one()
     finally:
         catalogue.dispose()
     if tables:

@@ -18,11 +18,12 @@ from sqlalchemy.engine import make_url
 from incisive.common.crypto import write_secret
 from incisive.common.errors import InputError, IntegrityError
 from incisive.common.fsio import atomic_write_bytes, atomic_write_text, fsync_dir
+from incisive.common.keyring import KeyRing
 from incisive.common.logging import get_logger
 from incisive.node.backup import dump
 from incisive.node.backup.keys import decrypt_key
 from incisive.node.backup.manifest import Manifest, file_digest
-from incisive.node.backup.stage import KEY_FILE
+from incisive.node.backup.stage import KEY_FILE, SEALED, snapshot_ring, unseal_dump
 from incisive.node.home import Node
 from incisive.node.store import ObjectStore
 
@@ -86,8 +87,18 @@ def _write_config(manifest: Manifest, folder: Path, to: Path, catalogue_url: str
         atomic_write_text(dst, text)
 
 
-def _catalogue(manifest: Manifest, folder: Path, to: Path, catalogue_url: str) -> str:
+def _catalogue(manifest: Manifest, folder: Path, to: Path, catalogue_url: str, ring: KeyRing | None = None) -> str:
     dialect, dump_file = manifest.catalogue["dialect"], folder / manifest.catalogue["file"]
+    if ring is not None:  # a tenant's sealed dump: opened into the new node directory, loaded, removed
+        plain = unseal_dump(dump_file, ring, to)
+        try:
+            return _load_catalogue(dialect, plain, to, catalogue_url)
+        finally:
+            plain.unlink(missing_ok=True)
+    return _load_catalogue(dialect, dump_file, to, catalogue_url)
+
+
+def _load_catalogue(dialect: str, dump_file: Path, to: Path, catalogue_url: str) -> str:
     wanted = make_url(catalogue_url).get_backend_name() if catalogue_url else "sqlite"
     if dialect != wanted:
         raise InputError(f"this snapshot holds a {dialect} catalogue; restoring it into {wanted} is not supported"
@@ -107,6 +118,8 @@ def restore_layout(manifest: Manifest, folder: Path, object_path: ObjectPath, to
     if to.exists() and (not to.is_dir() or any(to.iterdir())):
         raise InputError(f"{to} exists and is not empty; restore into a new directory")
     _check_files(manifest, folder)
+    # a Central Node tenant's snapshot: its key ring must open before anything is copied (erased: it cannot)
+    ring = snapshot_ring(folder) if manifest.catalogue["file"].endswith(SEALED) else None
     if manifest.key_included and passphrase is not None:  # fail on a wrong passphrase before copying anything
         key_hex = decrypt_key((folder / KEY_FILE).read_bytes(), passphrase)
     else:
@@ -126,7 +139,7 @@ def restore_layout(manifest: Manifest, folder: Path, object_path: ObjectPath, to
                 progress(report.objects, total, report.bytes, total_bytes)
     os.sync()
     _write_config(manifest, folder, to, catalogue_url)
-    report.catalogue = _catalogue(manifest, folder, to, catalogue_url)
+    report.catalogue = _catalogue(manifest, folder, to, catalogue_url, ring)
     key_path = to / "secrets" / "pseudonym.key"
     if key_hex is not None:
         write_secret(key_path, bytes.fromhex(key_hex.decode().strip()))
