@@ -89,17 +89,20 @@ class CentralAgent:
             log.info("tenant agent stopped: tenant=%s no longer active", tenant_id)
 
     def run(self) -> None:
-        self.central.reload()
-        self.sweep()
-        if not self.running:
-            log.warning("no enrolled tenant: enrol one with 'incisive central tenant enrol'")
-        while not self.stop_event.wait(self.sweep_s):
+        """Sweep until :meth:`stop` (or an interrupt); every tenant's agent is stopped on the way out."""
+        try:
             self.central.reload()
             self.sweep()
-        for entry in self.running.values():
-            entry.agent.stop()
-        for entry in self.running.values():
-            entry.thread.join(30)
+            if not self.running:
+                log.warning("no enrolled tenant: enrol one with 'incisive central tenant enrol'")
+            while not self.stop_event.wait(self.sweep_s):
+                self.central.reload()
+                self.sweep()
+        finally:
+            for entry in self.running.values():
+                entry.agent.stop()
+            for entry in self.running.values():
+                entry.thread.join(30)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -3,7 +3,8 @@
 ``init``, ``check`` (residency), ``operator-token``, ``tenant add | ls | usage | quota | export | erase`` and
 ``keys rotate`` live here. Other command modules register theirs on :data:`app` through a ``register(app)``
 function: each module named in :data:`EXTRA_MODULES` that is installed is imported and registered at the end of
-this module (``central serve`` and ``central agent`` are in :mod:`incisive.cli.central_serve`).
+this module (``central serve`` is in :mod:`incisive.cli.central_serve`; ``central agent`` and ``central tenant enrol`` in
+:mod:`incisive.cli.central_agent`).
 
 The Central Node directory is ``--central DIR`` (default ``$INCISIVE_CENTRAL``, else the current directory);
 ``--home`` stays the node directory everywhere (:mod:`incisive.cli.options`).
@@ -36,7 +37,7 @@ from incisive.common.keyring import PASSPHRASE_ENV, MasterKeyError
 from incisive.common.output import console, err_console, human_bytes, print_json, table
 from incisive.node.check.render import OUTCOME, STYLE
 
-EXTRA_MODULES = ("incisive.cli.central_serve",)
+EXTRA_MODULES = ("incisive.cli.central_serve", "incisive.cli.central_agent")
 CENTRAL_HELP = "Central Node directory (default: $INCISIVE_CENTRAL or the current directory)"
 CentralOpt = Annotated[Path | None, typer.Option("--central", "-C", help=CENTRAL_HELP)]
 
