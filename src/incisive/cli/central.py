@@ -3,8 +3,8 @@
 ``init``, ``check`` (residency), ``operator-token``, ``tenant add | ls | usage | quota | export | erase`` and
 ``keys rotate`` live here. Other command modules register theirs on :data:`app` through a ``register(app)``
 function: each module named in :data:`EXTRA_MODULES` that is installed is imported and registered at the end of
-this module (``central serve`` is in :mod:`incisive.cli.central_serve`; ``central agent`` and ``central tenant enrol`` in
-:mod:`incisive.cli.central_agent`).
+this module (``central serve`` is in :mod:`incisive.cli.central_serve`; ``central agent`` and
+``central tenant enrol`` in :mod:`incisive.cli.central_agent`).
 
 The Central Node directory is ``--central DIR`` (default ``$INCISIVE_CENTRAL``, else the current directory);
 ``--home`` stays the node directory everywhere (:mod:`incisive.cli.options`).
