@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import func, select, text
 
 from incisive.central.home import Central, tenant_schema
-from incisive.central.registry import TenantRecord, UnknownTenant, utc_now
+from incisive.central.registry import TenantRecord, utc_now
 from incisive.central.settings import check_country
 from incisive.common.audit_log import NodeAudit
 from incisive.common.db import make_engine
@@ -331,12 +331,4 @@ def verify_export(directory: Path) -> dict[str, Any]:
         elif _sha256(path) != digest:
             problems.append(f"{rel}: sha256 differs")
     return {"files": len(listed), "ok": not problems, "problems": problems}
-
-
-def tenant_or_raise(central: Central, tenant_id: str) -> TenantRecord:
-    """The registry entry of any state (for messages); :class:`UnknownTenant` when there is none."""
-    record = central.registry.get(tenant_id)
-    if record is None:
-        raise UnknownTenant(f"no tenant {tenant_id[:64]!r}")
-    return record
 
