@@ -37,7 +37,7 @@ from incisive.common.keyring import PASSPHRASE_ENV, MasterKeyError
 from incisive.common.output import console, err_console, human_bytes, print_json, table
 from incisive.node.check.render import OUTCOME, STYLE
 
-EXTRA_MODULES = ("incisive.cli.central_serve", "incisive.cli.central_agent")
+EXTRA_MODULES = ("incisive.cli.central_serve", "incisive.cli.central_agent", "incisive.cli.central_tenant")
 CENTRAL_HELP = "Central Node directory (default: $INCISIVE_CENTRAL or the current directory)"
 CentralOpt = Annotated[Path | None, typer.Option("--central", "-C", help=CENTRAL_HELP)]
 

@@ -31,10 +31,11 @@ def verify_setting() -> Any:
 
 
 class ApiClient:
-    def __init__(self, url: str, token: str, timeout_s: float = 60.0) -> None:
+    def __init__(self, url: str, token: str, timeout_s: float = 60.0, peer: str = "platform",
+                 token_env: str = "INCISIVE_TOKEN") -> None:  # noqa: S107 (the variable's name, not a token)
         if not token:
-            raise InputError("give --token or set INCISIVE_TOKEN")
-        self.url, self.token, self.timeout_s = url.rstrip("/"), token, timeout_s
+            raise InputError(f"give --token or set {token_env}")
+        self.url, self.token, self.timeout_s, self.peer = url.rstrip("/"), token, timeout_s, peer
         self.verify = verify_setting()
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -44,11 +45,11 @@ class ApiClient:
                                      headers={"Authorization": f"Bearer {self.token}",
                                               **kwargs.pop("headers", {})}, **kwargs)
         except httpx.HTTPError as exc:
-            raise RemoteError(f"cannot reach the platform: {tls.transport_reason(exc)}") from None
+            raise RemoteError(f"cannot reach the {self.peer}: {tls.transport_reason(exc)}") from None
         if response.status_code >= 300:
             try:
                 detail = response.json().get("detail")
             except ValueError:
                 detail = response.text[:200]
-            raise RemoteError(f"platform answered {response.status_code}: {detail}")
+            raise RemoteError(f"{self.peer} answered {response.status_code}: {detail}")
         return response.json()
