@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -207,3 +208,32 @@ def test_destroy_makes_data_unreadable(tmp_path: Path, master: FileMasterKey) ->
     left = witness.read_bytes()
     assert len(left) == size and b"wrapped" not in left and b"tenant-a" not in left  # overwritten before unlink
     ring.destroy()  # idempotent
+
+
+class FakeKms:
+    """What an external KMS provider looks like: only wrap/unwrap with associated data, here by XOR + a MAC."""
+
+    name = "fake-kms"
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def wrap(self, key: bytes, aad: bytes) -> bytes:
+        self.calls.append("wrap")
+        return bytes(b ^ 0x5A for b in key) + hashlib.sha256(aad + key).digest()
+
+    def unwrap(self, blob: bytes, aad: bytes) -> bytes:
+        self.calls.append("unwrap")
+        key = bytes(b ^ 0x5A for b in blob[:32])
+        if hashlib.sha256(aad + key).digest() != blob[32:]:
+            raise MasterKeyError("the KMS refused to unwrap")
+        return key
+
+
+def test_an_external_kms_is_a_key_provider(tmp_path: Path) -> None:
+    kms = FakeKms()
+    ring = _ring(tmp_path, kms)
+    blob = seal(b"via kms", ring.active_key(), ring.active_id)
+    reopened = KeyRing.open(ring.path, "tenant-a", kms)
+    assert open_envelope(blob, reopened.key) == b"via kms" and kms.calls == ["wrap", "unwrap"]
+    assert json.loads(ring.path.read_text())["provider"] == "fake-kms"

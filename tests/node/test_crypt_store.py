@@ -146,10 +146,14 @@ def test_tenant_node_store_is_encrypted_and_lazy(tmp_path: Path) -> None:
         assert node.store.ring is node.quarantine.ring
         address, _ = node.quarantine.put(MARKER)
         assert node.quarantine.get(address) == MARKER
-        (tmp_path / "central" / "secrets" / "master.key").unlink()
+        master = tmp_path / "central" / "secrets" / "master.key"
+        master.unlink()
         reopened = Node.open(node.home)  # opening the node does not need the key; using the store does
         with pytest.raises(MasterKeyError, match="not found"):
             _ = reopened.store
+        FileMasterKey.create(master)  # another master key at the same place
+        with pytest.raises(MasterKeyError, match="wrong master key"):
+            _ = reopened.quarantine
         reopened.catalogue.dispose()
     finally:
         node.catalogue.dispose()
