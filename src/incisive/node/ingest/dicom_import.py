@@ -21,6 +21,7 @@ from incisive.node.catalogue.writer import IngestWriter, now
 from incisive.node.home import Node
 from incisive.node.ingest.dicom_file import FileOutcome, WorkerConfig, init_worker, process_path
 from incisive.node.ingest.walk import Candidate, walk
+from incisive.node.quota import enforce_quota
 
 log = get_logger("ingest")
 BATCH = 128
@@ -158,6 +159,8 @@ def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, F
         quarantined_uids = [o.facts["sop_uid"] for _, o in items if o.status == "quarantine"]
         known = w.existing_instances(stored_uids)
         known_q = w.existing_quarantine(quarantined_uids)
+        # a tenant's quota (node/quota.py): the whole batch is refused before anything of it is written
+        enforce_quota(node, [len(o.data) for _, o in items if o.status == "stored" and o.facts["sop_uid"] not in known])
         seals = [_seal(node, o, known, known_q) for _, o in items]
         added: dict[tuple[str, str], str] = {}
 

@@ -23,6 +23,7 @@ from incisive.node.catalogue.writer import IngestWriter, now
 from incisive.node.home import Node
 from incisive.node.ingest.dicom_file import FileOutcome, init_worker, process_bytes, process_file
 from incisive.node.ingest.dicom_import import Recorded, record_outcomes, run_counts, worker_config
+from incisive.node.quota import QuotaExceeded
 
 log = get_logger("net.receive")
 _init_lock = threading.Lock()
@@ -96,6 +97,9 @@ class Receiver:
                 break
             except SAIntegrityError:  # another association inserted the same patient/study/series first
                 time.sleep(0.01 * (attempt + 1))
+            except QuotaExceeded as exc:  # a Central Node tenant at its limit: nothing of the batch was written
+                log.warning("storing received instances refused: %s", exc)
+                return [Received("error", str(exc)) for _ in outcomes]
             except (OperationalError, CatalogueUnavailable, OSError) as exc:
                 log.error("storing received instances failed: %s", type(exc).__name__)
                 return [Received("error", "storage unavailable; retry later") for _ in outcomes]
