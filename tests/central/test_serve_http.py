@@ -149,9 +149,9 @@ def new_token(url: str, manager: str, role: str, label: str) -> str:
     return token
 
 
-def build_world(central: Central, root: Path, cohorts: dict[str, Cohort]) -> Iterator[World]:
-    """``central`` (a conftest fixture) with tenants A and B (data uploaded over STOW-RS), served on 127.0.0.1 free
-    ports."""
+def build_world(central: Central, root: Path, cohorts: dict[str, Cohort], upload: bool = True) -> Iterator[World]:
+    """``central`` (a conftest fixture) with tenants A and B (their cohorts uploaded over STOW-RS unless not
+    ``upload``), served on 127.0.0.1 free ports."""
     # receive.ensure_deid remembers nodes by id(): a new tenant node may reuse the id of a node an earlier test in
     # this process set up (another door), and then the process-wide de-identifier state would not be rebuilt
     receive._initialised.clear()
@@ -171,8 +171,9 @@ def build_world(central: Central, root: Path, cohorts: dict[str, Cohort]) -> Ite
         for side in sides.values():
             side.uploader = new_token(url, side.manager, "uploader", f"label-of-{side.id}")
             side.viewer = new_token(url, side.manager, "viewer", f"label-of-{side.id}")
-            r = stow(url, side.uploader, side.cohort.files)
-            assert r.status_code == 200, r.text
+            if upload:
+                r = stow(url, side.uploader, side.cohort.files)
+                assert r.status_code == 200, r.text
             r = httpx.put(f"{url}/tenant/v1/policy", json={"researchers": [f"researcher-of-{side.id}"]},
                           headers=bearer(side.manager))
             assert r.status_code == 200, r.text
