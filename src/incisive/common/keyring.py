@@ -1,32 +1,22 @@
 """A tenant's data keys, wrapped under the operator's master key, and the master key providers.
 
-A :class:`KeyRing` file (JSON, mode 0600, written with :func:`incisive.common.fsio.atomic_write_text`)::
+A :class:`KeyRing` file (JSON, mode 0600, written with :mod:`incisive.common.fsio`) holds ``tenant``, ``active``
+and per key ``id`` (8 hex), ``created_at``, ``state`` (active | decrypt-only | retired) and ``wrapped`` (base64).
+Each data key (32 random bytes) is wrapped with the associated data ``"incisive keyring v1" NUL tenant NUL key
+id``, so a ring copied under another tenant, or a wrapped key moved to another entry, does not unwrap. New objects
+are sealed under the active key, decrypt-only keys still open what they sealed, and a retired key's wrapped bytes
+are dropped (what it sealed is gone). :meth:`KeyRing.destroy` overwrites the file with random bytes, fsyncs,
+unlinks it and fsyncs its directory: the crypto-shred. The ring never lives in the tenant's directory or backups.
 
-    {"format": "incisive-keyring", "version": 1, "tenant": "<id>", "provider": "file", "active": "<key id>",
-     "keys": [{"id": "<8 hex>", "created_at": "<ISO 8601 UTC>", "state": "active|decrypt-only|retired",
-               "wrapped": "<base64>"}]}
+Master keys (``master_key(spec)``): ``file:PATH`` (:class:`FileMasterKey`, 32 random bytes as hex, mode 0600,
+group/other access refused) and ``passphrase:PATH`` (:class:`PassphraseMasterKey`, scrypt n=2**15 r=8 p=1 of
+``$INCISIVE_MASTER_PASSPHRASE``; PATH holds the parameters, salt and a verifier, never the key, so a wrong
+passphrase is refused before anything is unwrapped). Both wrap with AES-256-GCM (random 96-bit nonce).
 
-Each data key (32 random bytes) is wrapped by a :class:`KeyProvider` with the associated data
-``"incisive keyring v1" NUL tenant NUL key id``, so a ring copied under another tenant, or a wrapped key moved
-to another entry, does not unwrap. New objects are sealed under the active key; ``decrypt-only`` keys still open
-what they sealed; a ``retired`` key's wrapped bytes are dropped from the file (what it sealed is gone).
-:meth:`KeyRing.destroy` overwrites the file with random bytes, fsyncs, unlinks it and fsyncs its directory: with
-the ring gone, every object of the tenant is unreadable (the crypto-shred). The ring never lives inside the
-tenant's directory nor in its backups.
-
-Master key providers (``master_key(spec)``):
-
-* ``file:PATH`` -- :class:`FileMasterKey`: 32 random bytes as hex in a file of mode 0600 (group/other access is
-  refused); wrap = AES-256-GCM with a random 96-bit nonce (``nonce ‖ ciphertext ‖ tag``).
-* ``passphrase:PATH`` -- :class:`PassphraseMasterKey`: the key is scrypt (n=2**15, r=8, p=1) of
-  ``$INCISIVE_MASTER_PASSPHRASE``; PATH holds the parameters, the salt and a verifier (never the key), so a wrong
-  passphrase is refused before anything is unwrapped.
-
-An external KMS is another :class:`KeyProvider`: a class with a ``name`` and ``wrap(key, aad) -> bytes`` /
-``unwrap(blob, aad) -> bytes`` that asks the KMS to encrypt/decrypt the 32-byte data key with the given
-associated data (e.g. AWS KMS ``Encrypt``/``Decrypt`` with an encryption context, Vault transit with
-``context``), raising :class:`MasterKeyError` when the KMS refuses; register its spec prefix in
-:func:`master_key`. Key material is never logged nor put in an error message.
+An external KMS is another :class:`KeyProvider`: a ``name`` and ``wrap(key, aad)`` / ``unwrap(blob, aad)`` that
+ask the KMS to encrypt/decrypt the 32-byte data key bound to the associated data (AWS KMS ``Encrypt``/``Decrypt``
+with an encryption context, Vault transit with ``context``), raising :class:`MasterKeyError` when it refuses;
+its spec prefix goes into :func:`master_key`. Key material is never logged nor put in an error message.
 """
 
 from __future__ import annotations
@@ -39,6 +29,7 @@ import json
 import os
 import secrets
 import stat
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -235,6 +226,7 @@ class KeyRing:
         self.tenant = tenant
         self.provider = provider
         self._doc = doc
+        self._lock = threading.RLock()  # sealing threads read (active id, key) while a rotation may change them
         self._keys: dict[str, bytes] = {}
         for entry in doc["keys"]:
             if entry["state"] != "retired":
@@ -315,8 +307,8 @@ class KeyRing:
                 entry["state"] = "decrypt-only"
         self._doc["keys"].append({"id": key_id, "created_at": _now(), "state": "active",
                                   "wrapped": _b64(self.provider.wrap(key, self._aad(key_id)))})
-        self._doc["active"] = key_id
         self._keys[key_id] = key
+        self._doc["active"] = key_id
         return key_id
 
     @property
@@ -324,7 +316,12 @@ class KeyRing:
         return str(self._doc["active"])
 
     def active_key(self) -> bytes:
-        return self._keys[self.active_id]
+        return self.active()[1]
+
+    def active(self) -> tuple[str, bytes]:
+        """(id, key) of the active key, read together (what a seal must use)."""
+        with self._lock:
+            return self.active_id, self._keys[self.active_id]
 
     def key(self, key_id: str) -> bytes:
         """A usable data key; :class:`EnvelopeError` for an unknown or retired one.
@@ -340,9 +337,11 @@ class KeyRing:
         return key
 
     def reload(self) -> None:
-        doc = self._load(self.path, self.tenant)
-        keys = {e["id"]: self._keys.get(e["id"]) or self._unwrap(e) for e in doc["keys"] if e["state"] != "retired"}
-        self._doc, self._keys = doc, keys
+        with self._lock:
+            doc = self._load(self.path, self.tenant)
+            keys = {e["id"]: self._keys.get(e["id"]) or self._unwrap(e) for e in doc["keys"]
+                    if e["state"] != "retired"}
+            self._doc, self._keys = doc, keys
 
     def ids(self) -> list[str]:
         return [str(e["id"]) for e in self._doc["keys"]]
@@ -352,57 +351,61 @@ class KeyRing:
 
     def add_key(self) -> str:
         """A new active key (returned); the previous one becomes decrypt-only. Durable when it returns."""
-        previous = ([dict(e) for e in self._doc["keys"]], self._doc["active"])
-        key_id = self._new_key()
-        try:
-            self._save()
-        except BaseException:
-            self._doc["keys"], self._doc["active"] = previous
-            self._keys.pop(key_id, None)
-            raise
-        return key_id
+        with self._lock:
+            previous = ([dict(e) for e in self._doc["keys"]], self._doc["active"])
+            key_id = self._new_key()
+            try:
+                self._save()
+            except BaseException:
+                self._doc["keys"], self._doc["active"] = previous
+                self._keys.pop(key_id, None)
+                raise
+            return key_id
 
     def retire(self, key_id: str) -> None:
         """Drop a non-active key's wrapped bytes: what it sealed can no longer be opened."""
-        entry = next((e for e in self._doc["keys"] if e["id"] == key_id), None)
-        if entry is None:
-            raise InputError(f"no key {key_id!r} in the key ring")
-        if key_id == self.active_id:
-            raise InputError("the active key cannot be retired; add a new key first")
-        before = dict(entry)
-        entry["state"], entry["wrapped"] = "retired", ""
-        try:
-            self._save()
-        except BaseException:
-            entry.update(before)
-            raise
-        self._keys.pop(key_id, None)
+        with self._lock:
+            entry = next((e for e in self._doc["keys"] if e["id"] == key_id), None)
+            if entry is None:
+                raise InputError(f"no key {key_id!r} in the key ring")
+            if key_id == self.active_id:
+                raise InputError("the active key cannot be retired; add a new key first")
+            before = dict(entry)
+            entry["state"], entry["wrapped"] = "retired", ""
+            try:
+                self._save()
+            except BaseException:
+                entry.update(before)
+                raise
+            self._keys.pop(key_id, None)
 
     def rewrap(self, new_provider: KeyProvider) -> None:
         """Wrap every usable key under ``new_provider`` (e.g. a new master key), in one atomic write."""
-        entries = [dict(e) for e in self._doc["keys"]]
-        for entry in entries:
-            if entry["state"] != "retired":
-                entry["wrapped"] = _b64(new_provider.wrap(self._keys[entry["id"]], self._aad(entry["id"])))
-        doc = {**self._doc, "keys": entries, "provider": new_provider.name}
-        atomic_write_text(self.path, json.dumps(doc, indent=1) + "\n", mode=0o600)
-        self._doc, self.provider = doc, new_provider
+        with self._lock:
+            entries = [dict(e) for e in self._doc["keys"]]
+            for entry in entries:
+                if entry["state"] != "retired":
+                    entry["wrapped"] = _b64(new_provider.wrap(self._keys[entry["id"]], self._aad(entry["id"])))
+            doc = {**self._doc, "keys": entries, "provider": new_provider.name}
+            atomic_write_text(self.path, json.dumps(doc, indent=1) + "\n", mode=0o600)
+            self._doc, self.provider = doc, new_provider
 
     def destroy(self) -> None:
         """Crypto-shred: overwrite the file with random bytes, fsync, unlink, fsync the directory."""
-        try:
-            fd = os.open(self.path, os.O_WRONLY)
-        except FileNotFoundError:
-            fd = -1  # already gone: make sure the unlink is durable
-        if fd >= 0:
+        with self._lock:
             try:
-                view = memoryview(secrets.token_bytes(max(os.fstat(fd).st_size, 1)))
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self.path.unlink()
-        fsync_dir(self.path.parent)
-        self._keys.clear()
-        self._doc = {**self._doc, "keys": [], "active": ""}
+                fd = os.open(self.path, os.O_WRONLY)
+            except FileNotFoundError:
+                fd = -1  # already gone: make sure the unlink is durable
+            if fd >= 0:
+                try:
+                    view = memoryview(secrets.token_bytes(max(os.fstat(fd).st_size, 1)))
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self.path.unlink()
+            fsync_dir(self.path.parent)
+            self._keys.clear()
+            self._doc = {**self._doc, "keys": [], "active": ""}

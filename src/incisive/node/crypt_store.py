@@ -32,8 +32,8 @@ class EncryptedObjectStore(ObjectStore):
 
     def seal(self, data: bytes, plain_digest: str) -> tuple[bytes, str]:
         """(sealed bytes, their sha256): the file ``put_sealed`` writes and its address."""
-        blob = seal(data, self.ring.active_key(), self.ring.active_id,
-                    digest=bytes.fromhex(check_digest(plain_digest)))
+        key_id, key = self.ring.active()
+        blob = seal(data, key, key_id, digest=bytes.fromhex(check_digest(plain_digest)))
         return blob, hashlib.sha256(blob).hexdigest()
 
     def same_content(self, address: str, plain_digest: str) -> bool:
