@@ -7,6 +7,10 @@
   label columns (``lesion``, ``label``, ``label_*`` or those named) go to ``labels``;
 * ``*_date`` columns are shifted by the patient's keyed day offset, like DICOM dates; everything else is
   kept in ``fields``. Re-importing updates records in place.
+
+The per-row pseudonymisation (:func:`pseudonymise_row`) is shared with the provider's uploader
+(:mod:`incisive.node.upload`), which sends rows already pseudonymised with its own key to a Central Node tenant;
+:func:`store_pseudonymised_rows` stores those there (a tenant has no pseudonym key of its provider).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import csv
 import io
 import re
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +27,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from incisive.common.crypto import Pseudonymiser
 from incisive.common.errors import InputError
 from incisive.common.logging import get_logger
 from incisive.node.catalogue.models import ClinicalRecord, ImportIssue, ImportRun
@@ -39,6 +44,10 @@ IDENTIFIER_COLUMN = re.compile(
 )
 TYPED = ("diagnosis", "cancer_type", "sex", "age", "age_band")
 SEX = {"m": "M", "male": "M", "f": "F", "female": "F", "o": "O", "other": "O", "u": None, "unknown": None}
+PSEUDONYM = re.compile(r"P[A-Z2-7]{16}")  # incisive.common.crypto.Pseudonymiser.patient
+ID_KEY = "patient_id"  # the key of an uploaded row that holds the patient's pseudonym
+MAX_UPLOAD_ROWS = 10_000
+MAX_UPLOAD_VALUE = 1024
 
 
 @dataclass
@@ -120,6 +129,55 @@ def _value(text: str) -> Any:
     return t
 
 
+def row_values(row: Mapping[Any, str | None], dropped: set[str]) -> dict[str, str]:
+    """A CSV row as normalised column → text, without the dropped columns."""
+    return {_norm(k): (v or "") for k, v in row.items() if k is not None and _norm(k) not in dropped}
+
+
+def pseudonymise_row(p: Pseudonymiser, patient_id: str, values: dict[str, str],
+                     labels_wanted: set[str]) -> tuple[str, dict[str, str]]:
+    """The patient's pseudonym and the row's values with every date column (``*_date``, ``date``; not labels)
+    shifted by the patient's keyed offset (ISO, empty when unparsable) and ``age`` as its 10-year ``age_band``.
+    What both a node's import and the provider's uploader do to a row (the values exclude the id column)."""
+    pseudonym = p.patient(patient_id)
+    days = p.day_offset(pseudonym)
+    out: dict[str, str] = {}
+    for column, text in values.items():
+        if column == "age":
+            if text.strip():
+                out["age_band"] = age_band(text.strip()) or ""
+            continue
+        if column in TYPED or _is_label(column, labels_wanted) or not (column.endswith("_date") or column == "date"):
+            out.setdefault(column, text)
+        else:
+            out[column] = (_shift(text, days) or "") if text.strip() else ""
+    return pseudonym, out
+
+
+def pseudonymise_csv(p: Pseudonymiser, path: Path, id_column: str = "patient_id", drop: Iterable[str] = (),
+                     encoding: str = "utf-8-sig") -> tuple[list[dict[str, str]], int]:
+    """A clinical CSV's rows pseudonymised as :func:`import_clinical` does (identifier columns refused unless
+    dropped), each ``{"patient_id": pseudonym, column: text}``, and how many rows had no patient id (left out).
+    The provider's uploader sends these to :func:`store_pseudonymised_rows` at a Central Node tenant."""
+    drop = list(drop)
+    columns, rows = read_csv(path, encoding)
+    check_columns(columns, id_column, drop)
+    dropped = {_norm(d) for d in drop}
+    out: list[dict[str, str]] = []
+    empty = 0
+    for row in rows:
+        values = row_values(row, dropped)
+        pid = values.pop(_norm(id_column), "").strip()
+        if not pid:
+            empty += 1
+            continue
+        if ID_KEY in values:
+            raise InputError(f"clinical CSV has a column {ID_KEY!r} besides the id column; drop or rename it")
+        pseudonym, shifted = pseudonymise_row(p, pid, values, set())
+        out.append({ID_KEY: pseudonym, **shifted})
+    return out, empty
+
+
 def import_clinical(node: Node, path: Path, id_column: str = "patient_id", drop: Iterable[str] = (),
                     encoding: str = "utf-8-sig", label_columns: Iterable[str] = ()) -> ClinicalReport:
     drop = list(drop)
@@ -137,7 +195,7 @@ def import_clinical(node: Node, path: Path, id_column: str = "patient_id", drop:
         report.counts["dropped_columns"] = sum(1 for c in columns if _norm(c) in dropped)
         existing = {r.pseudonym: r for r in s.scalars(select(ClinicalRecord))}
         for number, row in enumerate(rows, start=2):
-            values = {_norm(k): (v or "") for k, v in row.items() if k is not None and _norm(k) not in dropped}
+            values = row_values(row, dropped)
             pid = values.pop(_norm(id_column), "").strip()
             if not pid:
                 report.counts["rejected"] += 1
@@ -145,7 +203,7 @@ def import_clinical(node: Node, path: Path, id_column: str = "patient_id", drop:
                 s.add(ImportIssue(run_id=run.id, outcome="rejected", reason=f"row {number}: empty patient id",
                                   file_digest=p.digest("import-row", str(number))))
                 continue
-            pseudonym = p.patient(pid)
+            pseudonym, values = pseudonymise_row(p, pid, values, labels_wanted)
             record = existing.get(pseudonym)
             if record is None:
                 record = ClinicalRecord(pseudonym=pseudonym, labels={}, fields={}, import_run_id=run.id)
@@ -154,7 +212,7 @@ def import_clinical(node: Node, path: Path, id_column: str = "patient_id", drop:
                 report.counts["records"] += 1
             else:
                 report.counts["updated"] += 1
-            _fill(record, values, labels_wanted, p.day_offset(pseudonym))
+            _fill(record, values, labels_wanted)
         run.finished_at = now()
         run.counts = {k: int(v) for k, v in report.counts.items()}
     log.info("clinical import run %s finished: %s", report.run_id, dict(report.counts))
@@ -165,7 +223,8 @@ def _is_label(column: str, wanted: set[str]) -> bool:
     return column in wanted or column in ("label", "lesion") or column.startswith("label_")
 
 
-def _fill(record: ClinicalRecord, values: dict[str, str], labels_wanted: set[str], days: int) -> None:
+def _fill(record: ClinicalRecord, values: dict[str, str], labels_wanted: set[str]) -> None:
+    """Set a record from a pseudonymised row (:func:`pseudonymise_row`: dates already shifted, written as ISO)."""
     record.diagnosis = (values.get("diagnosis") or "").strip()[:128] or None
     record.cancer_type = (values.get("cancer_type") or "").strip().lower()[:64] or None
     record.sex = SEX.get((values.get("sex") or "").strip().lower())
@@ -179,8 +238,79 @@ def _fill(record: ClinicalRecord, values: dict[str, str], labels_wanted: set[str
         if _is_label(column, labels_wanted):
             labels[column] = _value(text)
         elif column.endswith("_date") or column == "date":
-            extra[column] = _shift(text, days) if text.strip() else None
+            extra[column] = _shift(text, 0) if text.strip() else None
         else:
             extra[column] = _value(text)
     record.labels = labels
     record.fields = extra
+
+
+def _upload_values(number: int, row: Any) -> tuple[str, dict[str, str]]:
+    """Check one uploaded row; its pseudonym and normalised values. Messages name rows and columns, never values."""
+    if not isinstance(row, dict):
+        raise InputError(f"row {number}: must be an object of column: value")
+    values: dict[str, str] = {}
+    for key, value in row.items():
+        column = _norm(str(key))
+        if value is None:
+            text = ""
+        elif isinstance(value, str):
+            text = value
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            text = str(value)
+        else:
+            raise InputError(f"row {number}: column {column[:64]!r} must be text, a number or null")
+        if not column or len(text) > MAX_UPLOAD_VALUE:
+            raise InputError(f"row {number}: a column name is empty or a value longer than {MAX_UPLOAD_VALUE}")
+        values[column] = text
+    pseudonym = values.pop(ID_KEY, "").strip()
+    if not PSEUDONYM.fullmatch(pseudonym):
+        raise InputError(f"row {number}: {ID_KEY} must be a patient pseudonym (P + 16 base32 characters)")
+    refused = sorted(c for c in values if IDENTIFIER_COLUMN.search(c))
+    if refused:
+        raise InputError(f"row {number}: column(s) that look like direct identifiers: {', '.join(refused)}")
+    return pseudonym, values
+
+
+def _content(record: ClinicalRecord) -> tuple[Any, ...]:
+    return (record.diagnosis, record.cancer_type, record.sex, record.age_band, record.labels, record.fields)
+
+
+def store_pseudonymised_rows(node: Node, rows: Any) -> dict[str, int]:
+    """Store clinical rows its provider already pseudonymised (``incisive upload``: :func:`pseudonymise_row` with
+    the provider's key, ``patient_id`` holding the pseudonym) into ``node``'s catalogue, all or nothing.
+
+    Idempotent: a row that changes nothing is a duplicate, one that creates or changes a record is stored (the
+    last row of a patient wins, as in :func:`import_clinical`). :class:`InputError` for a malformed row or a
+    column that looks like a direct identifier (nothing stored). Returns ``{"stored": n, "duplicates": n}``."""
+    if not isinstance(rows, list):
+        raise InputError("rows must be a list")
+    if len(rows) > MAX_UPLOAD_ROWS:
+        raise InputError(f"at most {MAX_UPLOAD_ROWS} rows per request")
+    checked = [_upload_values(number, row) for number, row in enumerate(rows, start=1)]
+    counts = {"stored": 0, "duplicates": 0}
+    with node.catalogue.session() as s:
+        run = ImportRun(kind="clinical", source_digest=node.pseudonymiser.digest("import-source", "upload"),
+                        started_at=now(), counts={})
+        s.add(run)
+        s.flush()
+        wanted = sorted({pseudonym for pseudonym, _ in checked})
+        existing = {r.pseudonym: r for r in s.scalars(select(ClinicalRecord)
+                                                      .where(ClinicalRecord.pseudonym.in_(wanted)))}
+        for pseudonym, values in checked:
+            candidate = ClinicalRecord(pseudonym=pseudonym, labels={}, fields={}, import_run_id=run.id)
+            _fill(candidate, values, set())
+            record = existing.get(pseudonym)
+            if record is None:
+                s.add(candidate)
+                existing[pseudonym] = candidate
+            elif _content(record) == _content(candidate):
+                counts["duplicates"] += 1
+                continue
+            else:
+                _fill(record, values, set())
+            counts["stored"] += 1
+        run.finished_at = now()
+        run.counts = dict(counts)
+    log.info("clinical upload run %s: %s", run.id, counts)
+    return counts
