@@ -26,6 +26,10 @@ from incisive.node.net.receive import Receiver
 
 log = get_logger("api.stow")
 _PARAM = re.compile(r';\s*([A-Za-z0-9_-]+)\s*=\s*("([^"]*)"|[^;\s]+)')
+# an instance that was already stored (same SOP Instance UID, same bytes) is acknowledged like a new one, and says so
+# in a private attribute of its Referenced SOP Sequence item (creator INCISIVE, (0009,1001) = DUPLICATE), which
+# DICOMweb clients ignore and the provider's uploader (node/upload) counts
+DUPLICATE = {"00090010": {"vr": "LO", "Value": ["INCISIVE"]}, "00091001": {"vr": "CS", "Value": ["DUPLICATE"]}}
 
 
 class StowError(Exception):
@@ -230,6 +234,8 @@ def _store(node: Node, parts: list[Part], base_url: str) -> StowResult:
         else:
             url = f"{base_url}/studies/{o.facts['study_uid']}/series/{o.facts['series_uid']}/instances/{r.sop_uid}"
             item["00081190"] = {"vr": "UR", "Value": [url]}
+            if r.result == "duplicate":
+                item.update(DUPLICATE)
         refs.append(item)
     body: dict[str, Any] = {"00081199": {"vr": "SQ", "Value": refs}}
     if failed:
