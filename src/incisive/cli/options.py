@@ -27,6 +27,8 @@ WORKSPACE_HELP = "Local mode: registry + jobs directory (default: $INCISIVE_FL_H
 AUDIT_PLATFORM_HELP = "Platform directory whose audit log to read"
 AUDIT_NODE_HELP = "Node directory whose audit log to read"
 INVITE_TOKEN_HELP = "One-time invite token from 'incisive platform node invite'"  # noqa: S105 - help text
+UPLOAD_TOKEN_ENV = "INCISIVE_UPLOAD_TOKEN"  # noqa: S105 - a variable name
+UPLOAD_TOKEN_HELP = f"Your Central Node tenant's uploader token (default: ${UPLOAD_TOKEN_ENV})"
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", "-H", help=HOME_HELP)]
 PlatformHomeOpt = Annotated[Path | None, typer.Option("--home", "-H", help=PLATFORM_HOME_HELP)]
@@ -46,7 +48,7 @@ SHARED_HELP: dict[str, frozenset[str]] = {
     "--home": frozenset({HOME_HELP, PLATFORM_HOME_HELP}),
     "--json": frozenset({JSON_HELP}),
     "--platform": frozenset({PLATFORM_HELP, AUDIT_PLATFORM_HELP}),
-    "--token": frozenset({TOKEN_HELP, INVITE_TOKEN_HELP}),
+    "--token": frozenset({TOKEN_HELP, INVITE_TOKEN_HELP, UPLOAD_TOKEN_HELP}),
     "--local": frozenset({LOCAL_HELP}),
     "--workspace": frozenset({WORKSPACE_HELP}),
 }
