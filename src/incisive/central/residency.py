@@ -21,19 +21,13 @@ from pathlib import Path
 
 from incisive import __version__
 from incisive.central.home import Central
+from incisive.common.countries import EU, EU_EEA, in_eu_eea
 from incisive.node.backup import config as backup_config
 from incisive.node.check.model import Report, Row, Verdict
 
 __all__ = ["EU", "EU_EEA", "check_residency", "in_eu_eea"]
 
 AREA = "residency"
-EU: frozenset[str] = frozenset(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split())
-EU_EEA: frozenset[str] = EU | {"IS", "LI", "NO"}
-
-
-def in_eu_eea(country: str) -> bool:
-    return country.upper() in EU_EEA
 
 
 def _tia(central: Central) -> Path | None:

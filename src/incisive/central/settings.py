@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from incisive.common.countries import ISO_COUNTRIES, check_country
 from incisive.common.errors import ConfigError, InputError
 from incisive.common.fsio import toml_document, toml_value
 from incisive.common.settings import TomlSettings
@@ -22,28 +23,8 @@ from incisive.common.settings import TomlSettings
 CENTRAL_CONFIG = "central.toml"
 CENTRAL_HOME_ENV = "INCISIVE_CENTRAL"
 
-# ISO 3166-1 alpha-2, every officially assigned code (249)
-ISO_COUNTRIES: frozenset[str] = frozenset("""
-AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ
-CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR
-GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO
-JP KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR
-MS MT MU MV MW MX MY MZ NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY QA RE RO
-RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ TC TD TF TG TH TJ TK TL TM TN TO TR TT TV
-TW TZ UA UG UM US UY UZ VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW
-""".split())
-
-
-def check_country(code: str, what: str = "--country") -> str:
-    """The code upper-cased; :class:`InputError` naming the format when it is not an ISO 3166-1 alpha-2 code."""
-    value = code.strip().upper()
-    if value == "EL":  # the EU's own abbreviation for Greece
-        value = "GR"
-    if value == "UK":
-        value = "GB"
-    if value not in ISO_COUNTRIES:
-        raise InputError(f"{what} {code.strip()[:8]!r} is not an ISO 3166-1 alpha-2 country code (e.g. DE, IT, NO)")
-    return value
+__all__ = ["CENTRAL_CONFIG", "CENTRAL_HOME_ENV", "ISO_COUNTRIES", "CentralSettings", "check_country",
+           "resolve_central"]
 
 
 class CentralSettings(TomlSettings):
