@@ -2,8 +2,9 @@
 
 The same machinery as a node's (:class:`incisive.common.settings.TomlSettings`): environment over the file over
 the defaults. ``country`` is an ISO 3166-1 alpha-2 code, checked here; whether it is inside the EU/EEA is the
-residency check's question (:mod:`incisive.central.residency`). ``backup_locations`` records where each backup
-target of the tenants lives (``{target name: country}``): a node's own backup configuration has no such field.
+residency check's question (:mod:`incisive.central.residency`); the codes and the EU/EEA set are in
+:mod:`incisive.common.countries`. ``backup_locations`` records where each backup target of the tenants lives
+(``{target name: country}``): a node's own backup configuration has no such field.
 """
 
 from __future__ import annotations
