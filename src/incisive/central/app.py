@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.routing import iter_route_contexts
 from starlette.responses import JSONResponse
-from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
 from incisive import __version__
@@ -47,6 +47,14 @@ TENANT_PREFIXES = (DICOMWEB_PREFIX, TENANT_PREFIX)  # routed by the token to a t
 OPERATOR_REFUSED = "operator refused: no access to tenant data"
 BAD_TOKEN = "invalid or revoked token (unknown tenant, or its tenant was erased)"  # noqa: S105 - a message
 MALFORMED = "malformed token: a tenant token is inc_<tenant>.<secret>"
+
+
+def endpoints(app: FastAPI) -> list[tuple[str, str]]:
+    """(method, path) of every HTTP route of ``app``, included routers flattened (HEAD left out)."""
+    out = []
+    for route in iter_route_contexts(app.routes):
+        out += [(method, str(route.path)) for method in sorted(route.methods or ()) if method != "HEAD"]
+    return out
 
 
 def tenant_path(path: str) -> bool:
@@ -114,16 +122,16 @@ class CentralApp:
         self._apps: dict[str, TenantApps] = {}
         self._lock = threading.Lock()
 
-    @property
-    def routes(self) -> list[BaseRoute]:
-        """The routes this app answers itself (tenant routes: :meth:`tenant_routes`)."""
-        return list(self.operator.routes)
+    def endpoints(self) -> list[tuple[str, str]]:
+        """(method, path) of every route this app answers itself (the tenant routes: :meth:`tenant_endpoints`)."""
+        return endpoints(self.operator)
 
-    def tenant_routes(self, tenant_id: str) -> list[BaseRoute]:
-        """Every route of a tenant's apps that a tenant token can reach (under :data:`TENANT_PREFIXES`)."""
+    def tenant_endpoints(self, tenant_id: str, reachable: bool = True) -> list[tuple[str, str]]:
+        """(method, path) of every route of a tenant's apps; ``reachable``: only those under
+        :data:`TENANT_PREFIXES`, which a tenant token reaches (the node app's ``/health`` is this app's)."""
         apps = self.apps(tenant_id)
-        return [r for app in (apps.dicomweb, apps.tenant) for r in app.routes
-                if tenant_path(str(getattr(r, "path", "")))]
+        found = endpoints(apps.dicomweb) + endpoints(apps.tenant)
+        return [e for e in found if tenant_path(e[1])] if reachable else found
 
     def apps(self, tenant_id: str) -> TenantApps:
         """The tenant's apps, built once (again only when its node was reopened)."""
