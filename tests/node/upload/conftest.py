@@ -18,6 +18,7 @@ from incisive.node.api.tokens import create_token
 from incisive.node.home import Node
 from incisive.node.ingest import dicom_file
 from incisive.node.ingest.dicom_import import worker_config
+from incisive.node.net.tls import TlsFiles
 from incisive.node.serve import NodeServices
 from incisive.node.upload.home import Uploader
 
@@ -38,14 +39,16 @@ def make_verify(node: Node) -> Node:
 
 
 @contextlib.contextmanager
-def serving(node: Node) -> Iterator[Central]:
+def serving(node: Node, http_tls: TlsFiles | None = None) -> Iterator[Central]:
     saved = dict(dicom_file._state)
     # the receiving side builds its worker once per node object; make sure this process's one is the door's
     dicom_file.init_worker(worker_config(node))
-    services = NodeServices(node, host="127.0.0.1", dicom_port=0, http_port=0, allowed_aes=["PYTEST"])
+    services = NodeServices(node, host="127.0.0.1", dicom_port=0, http_port=0, allowed_aes=["PYTEST"],
+                            http_tls=http_tls)
     bound = services.start(claim=False)
+    scheme = "https" if http_tls else "http"
     try:
-        yield Central(node, f"http://127.0.0.1:{bound.http_port}", bound.http_port,
+        yield Central(node, f"{scheme}://127.0.0.1:{bound.http_port}", bound.http_port,
                       create_token(node, "uploader", "tests"))
     finally:
         services.stop()

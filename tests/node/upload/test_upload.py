@@ -23,12 +23,15 @@ from typer.testing import CliRunner
 from incisive.cli import app
 from incisive.common.errors import ConfigError
 from incisive.node.catalogue.models import Instance, QuarantineItem
+from incisive.node.home import Node
+from incisive.node.net.tls import TlsFiles
 from incisive.node.upload.client import ConnectionLost, RemoteRefused, multipart
 from incisive.node.upload.home import Uploader
 from incisive.node.upload.journal import Journal
 from incisive.node.upload.run import upload
+from tests.node.net.pki import make_ca
 from tests.node.test_phi_scan import _needles
-from tests.node.upload.conftest import Central, CuttingProxy
+from tests.node.upload.conftest import Central, CuttingProxy, make_verify, serving
 
 STOW = "/dicom-web/studies"
 
@@ -206,3 +209,13 @@ def test_cli_upload_and_init(sqlite_central: Central, tmp_path: Path, cohort: Pa
     assert "inc_wrong" not in bad.output + str(bad.exception)
     plain = runner.invoke(app, ["upload", str(cohort / "dicom"), "--to", "http://central.example"])
     assert isinstance(plain.exception, ConfigError) and "https" in str(plain.exception)
+
+
+def test_https_with_a_private_ca(sqlite_node: Node, uploader: Uploader, cohort: Path, tmp_path: Path) -> None:
+    ca = make_ca(tmp_path / "pki", "central-ca")
+    server = ca.issue("central", server=True)
+    with serving(make_verify(sqlite_node), TlsFiles(server.cert, server.key)) as central:
+        with pytest.raises(RemoteRefused, match="TLS certificate is not trusted"):  # no retries: a trust problem
+            upload(uploader, cohort / "dicom", central.url, central.token)
+        report = upload(uploader, cohort / "dicom", central.url, central.token, ca_file=ca.cert)
+        assert report.sent == _expected(cohort)[0] and report.retries == 0
