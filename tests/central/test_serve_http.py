@@ -25,6 +25,7 @@ import pytest
 from sqlalchemy import func, select
 
 from incisive.central.app import BAD_TOKEN, OPERATOR_REFUSED
+from incisive.central.dimse import CONGESTION
 from incisive.central.erase import erase_tenant
 from incisive.central.home import Central, create_operator_token
 from incisive.central.serve import CentralServices
@@ -383,6 +384,19 @@ def test_erase_request_then_erase_locks_the_manager_out(world: World) -> None:
         r = get(world, path, token)
         assert r.status_code == 401 and r.json()["detail"] == BAD_TOKEN
     assert get(world, "/dicom-web/studies", world.a.viewer).status_code == 200
+
+
+def test_a_tenant_whose_key_ring_does_not_open_is_unavailable_alone(world: World) -> None:
+    from tests.central.test_dimse import associate, rejection
+
+    record, manager = add_tenant(world.central, "Hospital C", "FR", "it@c", allowed_aes=["PACSC"])
+    ring = world.central.ring_path(record.id)
+    ring.write_text('{"damaged": true}')  # added while serving, its ring damaged before its first request
+    r = get(world, "/tenant/v1/usage", manager)
+    assert r.status_code == 503 and "hospital" not in r.text.lower(), r.text
+    assert rejection(associate(world.dicom_port, "PACSC", record.ae_title)) == CONGESTION
+    assert get(world, "/tenant/v1/usage", world.a.viewer).status_code == 200
+    assert "cannot be served" in (world.central.tenant_dir(record.id) / "logs" / "incisive.log").read_text()
 
 
 def test_logs_are_per_tenant_and_hold_no_token_or_data(world: World) -> None:

@@ -8,7 +8,8 @@
   unknown-tenant token, or one of a tenant being erased or erased, is answered here: 401 with the same message for
   an unknown and an erased tenant (no tenant name is confirmed or leaked), throttled per source
   (:mod:`incisive.common.throttle`) and audited, aggregated, in the central chain. An operator token there is
-  403, each attempt audited in the central chain (``operator.refused``).
+  403, each attempt audited in the central chain (``operator.refused``). A tenant that cannot be served now (its
+  catalogue unreachable, its key ring not opening) is 503.
 * ``/central/v1/tenants`` and ``/central/v1/usage``: the operator token only (``central/secrets/
   operator-tokens``); anything else is 401. The registry entries and counts, never a tenant's data.
 * ``/health``: no token, no tenant names.
@@ -32,6 +33,7 @@ from starlette.types import Receive, Scope, Send
 from incisive import __version__
 from incisive.central.home import Central, operator_token_ok
 from incisive.central.logs import isolate_tenant_logs, tenant_context
+from incisive.central.registry import UnknownTenant
 from incisive.central.tenant_api import PREFIX as TENANT_PREFIX
 from incisive.central.tenant_api import BundleSource, create_tenant_app
 from incisive.common.errors import IncisiveError
@@ -197,10 +199,15 @@ class CentralApp:
             return
         try:
             apps = self.apps(tenant)
-        except IncisiveError:  # UnknownTenant: unknown, being created, being erased, erased
+        except UnknownTenant:  # unknown, being created, being erased, erased
             self.drop(tenant)
             self._audit(self.throttle.failed(source, "token", reason="no active tenant"))
             await self._refuse(scope, receive, send, 401, BAD_TOKEN, challenge)
+            return
+        except IncisiveError as exc:  # its catalogue unreachable, its key ring not opening: the operator's to fix
+            with tenant_context(tenant):
+                log.error("tenant cannot be served: %s", type(exc).__name__)
+            await self._refuse(scope, receive, send, 503, "this tenant cannot be served now; retry later")
             return
         self._audit(self.throttle.flush())
         app = apps.dicomweb if str(scope.get("path", "")).startswith(DICOMWEB_PREFIX) else apps.tenant

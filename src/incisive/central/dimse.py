@@ -8,6 +8,8 @@ its next association); everything after that works on that tenant's node only:
   service-user, called-AE-title-not-recognised*;
 * calling AE title not on that tenant's ``allowed_aes`` (its registry record; empty rejects everyone):
   A-ASSOCIATE-RJ *rejected-permanent, service-user, calling-AE-title-not-recognised*;
+* a tenant that cannot be served now (its catalogue unreachable, its key ring not opening): A-ASSOCIATE-RJ
+  *rejected-transient, service-provider, temporary-congestion*, and an error in its log;
 * C-STORE goes through that tenant's :class:`~incisive.node.net.receive.Receiver` (its door, ``verify``: only
   instances the provider de-identified are accepted; its sealed store; its catalogue), C-FIND runs over that
   tenant's catalogue only, C-ECHO answers Success.
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from pydicom.dataset import Dataset
 
 from incisive.central.logs import isolate_tenant_logs, tenant_context
+from incisive.central.registry import TenantRecord, UnknownTenant
 from incisive.common.errors import IncisiveError
 from incisive.common.logging import get_logger
 from incisive.common.settings import NodeSettings
@@ -42,7 +45,6 @@ if TYPE_CHECKING:
     from pynetdicom import AE
 
     from incisive.central.home import Central
-    from incisive.central.registry import TenantRecord
 
 log = get_logger("central.dimse")
 
@@ -51,6 +53,7 @@ CENTRAL_AE = "INCISIVE-CENTRAL"  # the AE object's own title; a tenant's title i
 CALLED_NOT_RECOGNISED = (0x01, 0x01, 0x07)
 CALLING_NOT_RECOGNISED = (0x01, 0x01, 0x03)
 LOCAL_LIMIT = (0x02, 0x03, 0x02)
+CONGESTION = (0x02, 0x03, 0x01)  # rejected-transient, service-provider (presentation), temporary-congestion
 NO_REASON = (0x01, 0x01, 0x01)
 # NodeSettings fields a Central Node's central.toml may set for its listeners (others are a tenant's)
 SERVICE_FIELDS = ("listen_host", "dicom_port", "http_port", "max_pdu_bytes", "dicom_tls_cert", "dicom_tls_key",
@@ -163,9 +166,14 @@ class CentralDicomServer(DicomServer):
         tenant = record.id
         try:
             node = self._open_tenant(tenant)
-        except IncisiveError:  # erased or being erased since the registry was read
+        except UnknownTenant:  # erased or being erased since the registry was read
             log.warning("association rejected: called AE '%s' from %s: tenant not active", _safe_ae(called), peer)
             pynetdicom_3_0_4.reject_association(assoc, *CALLED_NOT_RECOGNISED)
+            return
+        except IncisiveError as exc:  # its catalogue unreachable, its key ring not opening: try again later
+            with tenant_context(tenant):
+                log.error("association rejected: the tenant cannot be served now (%s)", type(exc).__name__)
+            pynetdicom_3_0_4.reject_association(assoc, *CONGESTION)
             return
         with tenant_context(tenant):
             if calling not in [a.strip() for a in record.allowed_aes if a.strip()]:
