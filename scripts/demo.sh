@@ -108,9 +108,67 @@ for dir in node node-b node-c; do
   incisive node agent --home "$out/$dir" > "$out/$dir-agent.log" 2>&1 &
   pids+=($!)
 done
+
+step "11b. A Central Node for two hospitals that cannot host one: one process, a tenant each, encrypted per tenant"
+echo "The operator (a processor) sets it up; each tenant gets its own node directory, catalogue, data key, AE title:"
+incisive central init "$out/central" --country DE --provider "Hosting GmbH" --region eu-central --json >/dev/null
+export INCISIVE_CENTRAL="$out/central"
+incisive central check || true
+declare -A manager
+for h in d e; do
+  manager[$h]=$(incisive central tenant add "Hospital ${h^^}" --country IT --contact "IT lead <it@hospital-$h.example>" \
+    --json | jfield manager_token)
+done
+cport=$(free_port)
+incisive central serve --http-port "$cport" --dicom-port 0 > "$out/central-serve.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 120); do [ -s "$out/central/run/serve.json" ] && break; sleep 0.5; done
+curl="http://127.0.0.1:$cport"
+echo "Each provider pseudonymises at the hospital with its own key (never sent) and uploads (resumable, idempotent):"
+for h in d e; do
+  incisive demo-data "$out/cohort-$h" --patients 20 --seed $((RANDOM % 1000 + 100)) >/dev/null
+  incisive upload init "$out/uploader-$h" --provider "Hospital ${h^^}" >/dev/null
+  incisive upload run "$out/cohort-$h/dicom" --clinical "$out/cohort-$h/clinical.csv" --drop patient_name \
+    --to "$curl" --token "${manager[$h]}" --uploader "$out/uploader-$h"
+done
+echo "A rerun sends nothing again (the uploader's journal):"
+incisive upload run "$out/cohort-d/dicom" --to "$curl" --token "${manager[d]}" --uploader "$out/uploader-d" --json \
+  | python3 -c 'import json,sys; d=json.load(sys.stdin); print({k: d.get(k) for k in ("sent", "skipped", "duplicates")})'
+echo "Identified DICOM sent straight to the Central Node is refused at its door, with the reason:"
+python3 - "$curl" "${manager[d]}" "$(find "$out/cohort-d/dicom" -type f -print -quit)" <<'PY'
+import sys, httpx
+url, token, path = sys.argv[1:]
+body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + open(path, "rb").read() + b"\r\n--b--\r\n"
+r = httpx.post(url + "/dicom-web/studies", content=body, timeout=30, headers={
+    "Authorization": f"Bearer {token}", "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'})
+print(r.status_code, r.json().get("detail", r.text)[:160])
+PY
+echo "The operator sees tenants and usage, never data; its token is refused on a tenant's data (and audited):"
+incisive central tenant usage
+optoken=$(incisive central operator-token --json | jfield operator_token)
+curl -s -o /dev/null -w "operator token on /dicom-web/studies: HTTP %{http_code}\n" -H "Authorization: Bearer $optoken" "$curl/dicom-web/studies"
+echo "Hospital D queries its own tenant (QIDO-RS); Hospital E's token never sees D's studies:"
+for h in d e; do
+  curl -sf -H "Authorization: Bearer ${manager[$h]}" "$curl/dicom-web/studies" \
+    | python3 -c 'import json,sys; print("  tenant '"$h"':", len(json.load(sys.stdin)), "studies")'
+done
+python3 - "$out/central" <<'PY'
+import pathlib, sys
+central = pathlib.Path(sys.argv[1])
+objects = [p for p in central.glob("tenants/*/store/objects/*/*/*") if p.is_file()]
+plain = sum(1 for p in objects if p.read_bytes()[128:132] == b"DICM")
+print(f"  {len(objects)} objects in the central store, {plain} readable as DICOM without the tenant's key")
+PY
+echo "Each tenant is enrolled with the platform as its own node; one central agent serves both:"
+for h in d e; do
+  invite=$(incisive platform node invite "Hospital ${h^^}" --home "$out/platform" --json | jfield token)
+  incisive central tenant enrol "hospital-$h" "$INCISIVE_PLATFORM_URL" --token "$invite" --ca-file "$ca"
+done
+incisive central agent > "$out/central-agent.log" 2>&1 &
+pids+=($!)
 for _ in $(seq 120); do
   online=$(incisive platform nodes --home "$out/platform" --json | python3 -c 'import json,sys; print(sum(n.get("status") == "online" for n in json.load(sys.stdin)))')
-  [ "$online" = 3 ] && break; sleep 0.5
+  [ "$online" = 5 ] && break; sleep 0.5
 done
 incisive platform nodes --home "$out/platform"
 echo "A researcher's question, answered by each node on its own data. Only safe cells leave a node; this new"
@@ -127,12 +185,16 @@ from pathlib import Path
 from incisive.federated.partition import breast_cancer, partition, write_csv
 out = Path(sys.argv[1])
 x, y, names = breast_cancer()  # scikit-learn's bundled reference data, split unevenly across the nodes
-for part, idx in zip(("a", "b", "c"), partition(y, 3, "non-iid", seed=3)):
+for part, idx in zip("abcde", partition(y, 5, "non-iid", seed=3)):
     write_csv(out / f"bc-{part}.csv", x, y, names, idx, prefix=f"BC{part.upper()}")
 PY
 for part in a b c; do
   dir=node; [ $part = a ] || dir=node-$part
   incisive node import --clinical "$out/bc-$part.csv" --home "$out/$dir" --json >/dev/null
+done
+for part in d e; do  # the Central Node's tenants get theirs the provider's way: pseudonymised at the hospital
+  incisive upload run --clinical "$out/bc-$part.csv" --to "$curl" --token "${manager[$part]}" \
+    --uploader "$out/uploader-$part" --json >/dev/null
 done
 secret=$(incisive platform user create ada --role admin --home "$out/platform" --json | jfield activation_secret)
 admin=$(incisive platform token activate ada --secret "$secret" --json | jfield token)
@@ -146,6 +208,11 @@ incisive node policy review tabular-risk:1 --from-platform --home "$out/node" --
 for dir in node node-b node-c; do
   share=(); [ $dir = node ] && share=(--share-inference-summary)  # hospital A also lets inference summaries out
   incisive node policy approve tabular-risk:1 --from-platform "${share[@]}" --reviewer dpo --home "$out/$dir"
+done
+echo "The Central Node's providers approve for their own tenants, remotely (the operator cannot):"
+sha=$(incisive model list --json | python3 -c 'import json,sys; print(next(m["sha256"] for m in json.load(sys.stdin) if m["ref"] == "tabular-risk:1"))')
+for h in d e; do
+  incisive central tenant policy approve tabular-risk:1 --sha256 "$sha" --reviewer "dpo-$h" --central "$curl" --token "${manager[$h]}"
 done
 echo "A researcher trains across all hospitals; each agent starts a SuperNode that dials out to the platform's"
 echo "SuperLink over TLS (certificate from the platform CA, pinned at enrolment) with SuperNode authentication"
@@ -169,7 +236,7 @@ kill ${pids[*]} 2>/dev/null || true; wait 2>/dev/null || true; trap - EXIT
 incisive audit verify --node "$out/node"
 incisive audit verify --platform "$out/platform"
 
-step "13. No original PHI value anywhere the node wrote (store, catalogue, logs, backup, restored copy)"
+step "13. No original PHI value anywhere a node wrote (store, catalogue, logs, backup, restored copy, Central Node)"
 python3 - "$out" <<'PY'
 import json, pathlib, sys
 out = pathlib.Path(sys.argv[1])
@@ -177,7 +244,7 @@ phi = set()
 for manifest in out.glob("*/phi_manifest.json"):
     phi.update(v.encode() for v in json.loads(manifest.read_text()) if len(v) >= 4)
 keys = {out / "node/secrets/pseudonym.key", out / "restored/secrets/pseudonym.key"}
-roots = [out / "node", out / "restored", out / "backup-disk"]
+roots = [out / "node", out / "restored", out / "backup-disk", out / "central"]
 files = [p for r in roots if r.exists() for p in r.rglob("*") if p.is_file() and p not in keys]
 leaks = [(str(p), v) for p in files for v in phi if v in p.read_bytes()]
 print(f"scanned {len(files)} files for {len(phi)} PHI values: {len(leaks)} found")

@@ -14,14 +14,13 @@ from typing import Annotated, Any, get_args, get_origin
 
 import typer
 
-from incisive.cli.options import JsonOpt
+from incisive.cli.options import TENANT_TOKEN_ENV, TENANT_TOKEN_HELP, JsonOpt
 from incisive.common.errors import InputError
 from incisive.common.output import console, print_json, table
 
-URL_ENV, TOKEN_ENV = "INCISIVE_CENTRAL_URL", "INCISIVE_TENANT_TOKEN"
+URL_ENV, TOKEN_ENV = "INCISIVE_CENTRAL_URL", TENANT_TOKEN_ENV
 UrlOpt = Annotated[str | None, typer.Option("--central", help=f"Central Node URL (default: ${URL_ENV})")]
-TokenOpt = Annotated[str | None, typer.Option("--token", help=f"The tenant's manager token (default: ${TOKEN_ENV})",
-                                              show_default=False)]
+TokenOpt = Annotated[str | None, typer.Option("--token", help=TENANT_TOKEN_HELP, show_default=False)]
 
 policy_app = typer.Typer(help="The tenant's policy and bundle approvals, set by its provider (manager token).",
                          no_args_is_help=True)

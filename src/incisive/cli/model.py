@@ -42,10 +42,11 @@ def list_models(ctx: typer.Context, workspace: WorkspaceOpt = None, platform: Pl
     if api is not None:
         fl_output.print_models(api.models(), json_out)
         return
-    rows = [(b.manifest.ref, b.manifest.kind, ",".join(b.manifest.job_types), b.digest[:16], b.registered_at)
+    rows = [(b.manifest.ref, b.manifest.kind, ",".join(b.manifest.job_types), b.digest, b.registered_at)
             for b in Workspace.default(workspace).registry.list()]
-    if json_out:
+    if json_out:  # the whole sha256: it is what an approval names
         print_json([dict(zip(["model", "kind", "job_types", "sha256", "registered_at"], r, strict=True))
                     for r in rows])
         return
+    rows = [(*r[:3], r[3][:16], r[4]) for r in rows]
     console.print(table("Models", ["model", "kind", "job types", "sha256", "registered"], rows))

@@ -29,6 +29,8 @@ AUDIT_NODE_HELP = "Node directory whose audit log to read"
 INVITE_TOKEN_HELP = "One-time invite token from 'incisive platform node invite'"  # noqa: S105 - help text
 UPLOAD_TOKEN_ENV = "INCISIVE_UPLOAD_TOKEN"  # noqa: S105 - a variable name
 UPLOAD_TOKEN_HELP = f"Your Central Node tenant's uploader token (default: ${UPLOAD_TOKEN_ENV})"
+TENANT_TOKEN_ENV = "INCISIVE_TENANT_TOKEN"  # noqa: S105 - a variable name
+TENANT_TOKEN_HELP = f"Your Central Node tenant's manager token (default: ${TENANT_TOKEN_ENV})"
 
 HomeOpt = Annotated[Path | None, typer.Option("--home", "-H", help=HOME_HELP)]
 PlatformHomeOpt = Annotated[Path | None, typer.Option("--home", "-H", help=PLATFORM_HOME_HELP)]
@@ -48,7 +50,7 @@ SHARED_HELP: dict[str, frozenset[str]] = {
     "--home": frozenset({HOME_HELP, PLATFORM_HOME_HELP}),
     "--json": frozenset({JSON_HELP}),
     "--platform": frozenset({PLATFORM_HELP, AUDIT_PLATFORM_HELP}),
-    "--token": frozenset({TOKEN_HELP, INVITE_TOKEN_HELP, UPLOAD_TOKEN_HELP}),
+    "--token": frozenset({TOKEN_HELP, INVITE_TOKEN_HELP, UPLOAD_TOKEN_HELP, TENANT_TOKEN_HELP}),
     "--local": frozenset({LOCAL_HELP}),
     "--workspace": frozenset({WORKSPACE_HELP}),
 }

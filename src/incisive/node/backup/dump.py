@@ -17,6 +17,7 @@ from pathlib import Path
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import URL, make_url
 
+from incisive.common.envelope import HEADER_BYTES, is_envelope
 from incisive.common.errors import ConfigError, IncisiveError, InputError
 from incisive.node.catalogue import Catalogue
 
@@ -120,7 +121,15 @@ def _first_line(text_: str) -> str:
 
 
 def check_dump(dialect: str, path: Path) -> str | None:
-    """None when the dump opens and looks whole; else why not."""
+    """None when the dump opens and looks whole; else why not.
+
+    A Central Node tenant's dump is sealed (``*.sealed``, :mod:`incisive.node.backup.stage`): without the tenant's
+    key only its envelope is checked here (its bytes already matched the manifest's sha256); the restore opens
+    every chunk's tag."""
+    if path.name.endswith(".sealed"):
+        with path.open("rb") as fh:
+            head = fh.read(HEADER_BYTES)
+        return None if is_envelope(head) else "sealed catalogue dump has no envelope header"
     if dialect == "sqlite":
         try:
             con = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
