@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str, bool, str]] = {
     "infer": ("incisive.cli.infer", "infer", False, "Run an approved model at a node."),
     "central": ("incisive.cli.central", "app", True, "Run the multi-tenant Central Node (operator)."),
     "upload": ("incisive.cli.upload", "app", True, "Pseudonymise at the hospital and upload to a Central Node."),
+    "compliance": ("incisive.cli.compliance", "app", True, "GDPR records: RoPA, processors, residency, breaches, "
+                   "data-subject requests."),
     "demo-data": ("incisive.cli.demo", "demo_data", False, "Generate a synthetic cohort with fake PHI."),
 }
 
