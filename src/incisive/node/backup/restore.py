@@ -1,6 +1,7 @@
 """Restore a snapshot into a new, working node directory: objects re-hashed as they are copied (a bad copy
 stops the restore), the catalogue loaded (SQLite file or ``pg_restore`` into an empty database), the config
 and policy put back, and the pseudonym key decrypted when the snapshot holds it and the passphrase is given.
+Last, data subjects erased since the snapshot are removed again (:func:`incisive.node.erasure.reapply_at_restore`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from incisive.node.backup import dump
 from incisive.node.backup.keys import decrypt_key
 from incisive.node.backup.manifest import Manifest, file_digest
 from incisive.node.backup.stage import KEY_FILE, SEALED, snapshot_ring, unseal_dump
+from incisive.node.erasure import reapply_at_restore
 from incisive.node.home import Node
 from incisive.node.store import ObjectStore
 
@@ -40,6 +42,7 @@ class RestoreReport:
     bytes: int = 0
     catalogue: str = ""
     key_restored: bool = False
+    erased_again: int = 0  # subjects removed again from the erasure lists (node/erasure.py)
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -154,6 +157,9 @@ def restore_layout(manifest: Manifest, folder: Path, object_path: ObjectPath, to
                                "(mode 0600) before importing new data")
     fsync_dir(to)
     node = Node.open(to)  # the schema is current and the node opens
+    report.erased_again = reapply_at_restore(node, folder)  # an erasure recorded after this snapshot stays done
+    if report.erased_again:
+        report.warnings.append(f"{report.erased_again} erased data subject(s) removed again (erasure list)")
     node.catalogue.dispose()
     log.info("backup restore: snapshot=%s objects=%d catalogue=%s key=%s", manifest.id, report.objects,
              report.catalogue, report.key_restored)

@@ -25,7 +25,8 @@ from incisive.node.backup.manifest import file_digest
 from incisive.node.home import Node
 
 # Node files that are configuration or policy (never the key, never logs). Missing ones are skipped.
-CONFIG_FILES = ("incisive.toml", "policy.toml", "policy.json", "backup/targets.json")
+CONFIG_FILES = ("incisive.toml", "policy.toml", "policy.json", "backup/targets.json",
+                "compliance/erasures.json")  # the erasure list a restore re-applies (node/erasure.py)
 KEY_FILE = "pseudonym.key.enc"
 SEALED = ".sealed"
 
