@@ -31,7 +31,6 @@ from incisive.common.fsio import atomic_write_text
 from incisive.common.settings import CONFIG_NAME, NodeSettings
 from incisive.node.catalogue.models import Instance
 from incisive.node.home import Node
-from incisive.node.net import receive
 from tests.central.test_serve_http import Cohort, Side, World, build_world, cohorts  # noqa: F401 - fixture
 from tests.node.net.pki import Ca, Issued, make_ca
 
@@ -171,7 +170,6 @@ def _limit_tenant(home: Path, **values: Any) -> None:
 
 
 def test_one_tenant_cannot_hold_every_association_slot(central: Central) -> None:
-    receive._initialised.clear()
     a, _ = add_tenant(central, "Hospital A", "IT", "it@a", allowed_aes=["PACSA"])
     b, _ = add_tenant(central, "Hospital B", "IT", "it@b", allowed_aes=["PACSB"])
     _limit_tenant(central.tenant_dir(a.id), dicom_max_associations=2)
@@ -198,7 +196,6 @@ def test_one_tenant_cannot_hold_every_association_slot(central: Central) -> None
 def test_dicom_tls_for_every_tenant(central: Central, tmp_path: Path, cohorts: dict[str, Cohort]) -> None:  # noqa: F811
     from incisive.node.net.tls import TlsFiles
 
-    receive._initialised.clear()
     ca = make_ca(tmp_path / "pki", "hospital-ca")
     server, client = ca.issue("central", server=True), ca.issue("pacs", server=False)
     a, _ = add_tenant(central, "Hospital A", "IT", "it@a", allowed_aes=["PACSA"])

@@ -35,7 +35,6 @@ from incisive.demo.synth import CohortSpec, generate_cohort
 from incisive.federated.bundle import RegisteredBundle, Registry, shipped_bundle
 from incisive.node.catalogue.models import ClinicalRecord
 from incisive.node.home import Node
-from incisive.node.net import receive
 from incisive.node.policy import load_policy
 from tests.node.serve_process import read_lines
 
@@ -153,9 +152,7 @@ def new_token(url: str, manager: str, role: str, label: str) -> str:
 def build_world(central: Central, root: Path, cohorts: dict[str, Cohort], upload: bool = True) -> Iterator[World]:
     """``central`` (a conftest fixture) with tenants A and B (their cohorts uploaded over STOW-RS unless not
     ``upload``), served on 127.0.0.1 free ports."""
-    # receive.ensure_deid remembers nodes by id(): a new tenant node may reuse the id of a node an earlier test in
-    # this process set up (another door), and then the process-wide de-identifier state would not be rebuilt
-    receive._initialised.clear()
+    # each Receiver carries its own node's door (receive.node_worker): nothing process-wide to reset between tests
     operator = create_operator_token(central, "tests")
     sides = {}
     for key, name in (("a", "Hospital A"), ("b", "Hospital B")):

@@ -21,21 +21,24 @@ from incisive.common.logging import get_logger
 from incisive.node.catalogue.models import ImportRun
 from incisive.node.catalogue.writer import IngestWriter, now
 from incisive.node.home import Node
-from incisive.node.ingest.dicom_file import FileOutcome, init_worker, process_bytes, process_file
+from incisive.node.ingest.dicom_file import FileOutcome, Worker, make_worker, process_bytes, process_file, quiet_pydicom
 from incisive.node.ingest.dicom_import import Recorded, record_outcomes, run_counts, worker_config
 from incisive.node.quota import QuotaExceeded
 
 log = get_logger("net.receive")
-_init_lock = threading.Lock()
-_initialised: set[int] = set()
+_quiet = threading.Lock()
+_quieted: list[bool] = []
 
 
-def ensure_deid(node: Node) -> None:
-    """Build the de-identifier for this process once (same key and options as folder import)."""
-    with _init_lock:
-        if id(node) not in _initialised:
-            init_worker(worker_config(node))
-            _initialised.add(id(node))
+def node_worker(node: Node) -> Worker:
+    """The node's own door (its key and de-identification options), built once per configuration. Each Receiver
+    passes it to every call, so a process receiving for several nodes (a Central Node's tenants) never applies one
+    node's options to another's instances."""
+    with _quiet:
+        if not _quieted:
+            quiet_pydicom()
+            _quieted.append(True)
+    return make_worker(worker_config(node))
 
 
 @dataclass
@@ -58,7 +61,7 @@ class Receiver:
         self.removed: Counter[str] = Counter()  # values removed beyond Table E.1-1, by keyword
         self._n = 0
         self.writer = IngestWriter()  # patient/study/series ids cached for the life of the association
-        ensure_deid(node)
+        self.worker = node_worker(node)
 
     def _run(self) -> int:
         if self.run_id is None:
@@ -73,12 +76,12 @@ class Receiver:
     def deidentify_file(self, path: Path) -> FileOutcome:
         """De-identify an instance spooled to disk (a received C-STORE); one above ``spool_threshold_bytes`` is
         never read into memory whole. The size limit is the worker's (``max_file_bytes``, as for every import)."""
-        return process_file(path, whole_up_to=self.node.settings.spool_threshold_bytes)
+        return process_file(path, whole_up_to=self.node.settings.spool_threshold_bytes, worker=self.worker)
 
     def deidentify(self, raw: bytes) -> FileOutcome:
         if len(raw) > self.node.settings.max_file_bytes:
             return FileOutcome("rejected", f"instance larger than the {self.node.settings.max_file_bytes} byte limit")
-        return process_bytes(raw)
+        return process_bytes(raw, self.worker)
 
     def record(self, outcome: FileOutcome) -> Received:
         """Store one de-identified instance; retried when a concurrent writer created the same study/series."""
