@@ -36,3 +36,25 @@ def test_a_receiver_answers_a_quota_refusal_as_an_error_with_its_reason(central:
     received = Receiver(node, "test").record_many([outcome])
     assert received[0].result == "error" and "quota" in received[0].reason
     assert list(node.store.iter_digests()) == []
+
+
+def test_stow_past_the_quota_is_507_and_stores_nothing(central: Central, small_cohort: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from incisive.node.api.app import create_app
+    from incisive.node.ingest.dicom_import import import_dicom
+
+    plain = Node.init(tmp_path / "provider", provider="Provider")  # what a provider's de-identifier produced
+    import_dicom(plain, small_cohort / "dicom", workers=1)
+    parts = [plain.store.get(d) for d in list(plain.store.iter_digests())[:3]]
+    plain.catalogue.dispose()
+    record, manager = add_tenant(central, "Hospital S", "IT", "it@s.example", quota_instances=2)
+    node = central.tenant_node(record.id)
+    body = b"".join(b"--b\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in parts) + b"--b--\r\n"
+    with TestClient(create_app(node)) as client:
+        r = client.post("/dicom-web/studies", content=body, headers={
+            "Authorization": f"Bearer {manager}",
+            "Content-Type": 'multipart/related; type="application/dicom"; boundary=b'})
+    assert r.status_code == 507, r.text
+    assert "quota exceeded" in r.json()["detail"]
+    assert list(node.store.iter_digests()) == []

@@ -217,6 +217,9 @@ def _store(node: Node, parts: list[Part], base_url: str) -> StowResult:
         raise StowError(400, f"part {i} rejected: {reason}{more}; nothing stored")
     results = receiver.record_many(outcomes)
     receiver.finish()
+    quota = next((r.reason for r in results if r.result == "error" and r.reason.startswith("quota exceeded")), None)
+    if quota is not None:  # a Central Node tenant at its limit (node/quota.py): nothing of the request was stored
+        raise StowError(507, f"{quota}; nothing stored")
     if any(r.result == "error" for r in results):
         raise StowError(503, "storage unavailable; nothing acknowledged, retry later")
     refs: list[dict[str, Any]] = []
