@@ -177,11 +177,13 @@ def processor_ls(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
     if json_out:
         print_json(rows)
         return
-    console.print(table("Processors (Art. 28)", ["id", "name", "service", "country", "DPA signed", "SCC", "TIA",
-                                                 "checklist missing"],
-                        [(p["id"], p["name"], p["service"], p["country"] + ("" if p["eu_eea"] else " (non-EU/EEA)"),
-                          p["dpa_signed"], "yes" if p["scc"] else "no", "yes" if p["has_tia"] else "no",
-                          ", ".join(p["checklist_missing"]) or "none") for p in rows]))
+    if not rows:
+        console.print("no processor registered (incisive compliance processor add …)")
+    for p in rows:
+        where = p["country"] + ("" if p["eu_eea"] else " [bold red](outside the EU/EEA)[/]")
+        console.print(f"[bold]{p['id']}[/] {escape(p['name'])}: {escape(p['service'])}, {where}; DPA signed "
+                      f"{p['dpa_signed']}; SCC {'yes' if p['scc'] else 'no'}; TIA {'yes' if p['has_tia'] else 'no'}; "
+                      f"Art. 28(3) items missing: {', '.join(p['checklist_missing']) or 'none'}", highlight=False)
 
 
 @app.command()

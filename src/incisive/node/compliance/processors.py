@@ -62,6 +62,14 @@ def _slug(name: str) -> str:
     return slugify(name)[:40]
 
 
+def _read(document: Path | None, tia: Path | None, others: Sequence[Path]) -> list[tuple[dict[str, Any], bytes]]:
+    """Every document checked and read before anything is written (a refused one files none)."""
+    docs = [store.read_document(document, "dpa", "--document")] if document is not None else []
+    if tia is not None:
+        docs.append(store.read_document(tia, "tia", "--tia"))
+    return docs + [store.read_document(other, "other", "--other") for other in others]
+
+
 def get_processor(data: Mapping[str, Any], ident: str) -> dict[str, Any]:
     """A processor by id or by exact name; :class:`InputError` naming the known ids otherwise."""
     for p in data["processors"]:
@@ -83,14 +91,13 @@ def add_processor(home: Path, name: str, service: str, country: str, dpa_signed:
         "dpa_signed": store.parse_date(dpa_signed, "--dpa-signed", today).isoformat(),
         "scc": bool(scc), "checklist": parse_checklist(checklist),
     }
-    docs = [store.store_document(home, document, "dpa", "--document")]
-    if tia is not None:
-        docs.append(store.store_document(home, tia, "tia", "--tia"))
-    docs += [store.store_document(home, other, "other", "--other") for other in others]
-    entry["documents"] = docs
+    docs = _read(document, tia, others)
+    entry["documents"] = [doc for doc, _ in docs]
     with store.update(home) as data:
         if any(p["name"].casefold() == clean_name.casefold() for p in data["processors"]):
             raise InputError(f"a processor named {clean_name[:60]!r} is registered already (processor update)")
+        for doc, content in docs:
+            store.file_document(home, doc, content)
         ident, n = _slug(clean_name), 2
         taken = {p["id"] for p in data["processors"]}
         while ident in taken:
@@ -113,14 +120,12 @@ def update_processor(home: Path, ident: str, *, service: str | None = None, coun
         changes["dpa_signed"] = store.parse_date(dpa_signed, "--dpa-signed", today).isoformat()
     if scc is not None:
         changes["scc"] = scc
-    new_docs = []
-    if document is not None:
-        new_docs.append(store.store_document(home, document, "dpa", "--document"))
-    if tia is not None:
-        new_docs.append(store.store_document(home, tia, "tia", "--tia"))
-    new_docs += [store.store_document(home, other, "other", "--other") for other in others]
+    docs = _read(document, tia, others)
+    new_docs = [doc for doc, _ in docs]
     with store.update(home) as data:
         entry = get_processor(data, ident)
+        for doc, content in docs:
+            store.file_document(home, doc, content)
         entry.update(changes)
         if checklist:
             entry["checklist"] = parse_checklist(checklist, entry.get("checklist"))

@@ -88,10 +88,10 @@ def write_report(html: str, *, html_out: Path | None = None, pdf_out: Path | Non
     """Write the HTML and/or the PDF of a rendered report; returns what was written."""
     written = []
     for path, suffix in ((html_out, ".html"), (pdf_out, ".pdf")):
-        if path is not None and path.suffix.lower() not in (suffix, ".htm" if suffix == ".html" else suffix):
-            raise InputError(f"{path.name}: expected a {suffix} file name")
         if path is not None and path.is_dir():
             raise InputError(f"{path.name} is a directory")
+        if path is not None and path.suffix.lower() not in (suffix, ".htm" if suffix == ".html" else suffix):
+            raise InputError(f"{path.name}: expected a {suffix} file name")
     if html_out is not None:
         atomic_write_text(html_out, html)
         written.append(html_out)

@@ -35,8 +35,8 @@ from incisive.common.fsio import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "DOCUMENT_KINDS", "FIELDS", "SCHEMA_VERSION", "FieldSpec", "compliance_dir", "document_path", "document_problem",
-    "load", "missing_fields", "parse_date", "set_backup_location", "set_contact", "set_field", "store_document",
-    "update",
+    "file_document", "load", "missing_fields", "parse_date", "read_document", "set_backup_location", "set_contact",
+    "set_field", "store_document", "update",
 ]
 
 COMPLIANCE_DIR = "compliance"
@@ -269,19 +269,28 @@ def _read_document(source: Path, what: str) -> bytes:
     return data
 
 
-def store_document(home: Path, source: Path, kind: str, what: str = "--document") -> dict[str, Any]:
-    """Copy ``source`` into ``compliance/documents/<sha256>.pdf`` (0600); returns its record."""
+def read_document(source: Path, kind: str, what: str = "--document") -> tuple[dict[str, Any], bytes]:
+    """Check ``source`` and read it: its record (kind, sha256, file, size) and bytes; nothing is written yet."""
     if kind not in DOCUMENT_KINDS:
         raise InputError(f"document kind must be one of {', '.join(DOCUMENT_KINDS)}")
     data = _read_document(source.expanduser(), what)
     digest = hashlib.sha256(data).hexdigest()
-    folder = compliance_dir(home) / DOCUMENTS_DIR
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    name = f"{digest}.pdf"
-    target = folder / name
-    if not (target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == digest):
+    return {"kind": kind, "sha256": digest, "file": f"{DOCUMENTS_DIR}/{digest}.pdf", "size": len(data)}, data
+
+
+def file_document(home: Path, doc: dict[str, Any], data: bytes) -> None:
+    """Write a document read by :func:`read_document` to ``compliance/documents/<sha256>.pdf`` (0600)."""
+    target = document_path(home, doc)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not (target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == doc["sha256"]):
         atomic_write_bytes(target, data, mode=0o600)
-    return {"kind": kind, "sha256": digest, "file": f"{DOCUMENTS_DIR}/{name}", "size": len(data)}
+
+
+def store_document(home: Path, source: Path, kind: str, what: str = "--document") -> dict[str, Any]:
+    """Copy ``source`` into ``compliance/documents/<sha256>.pdf`` (0600); returns its record."""
+    doc, data = read_document(source, kind, what)
+    file_document(home, doc, data)
+    return doc
 
 
 def document_path(home: Path, doc: dict[str, Any]) -> Path:
