@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 from incisive.cli.compliance import app
 from incisive.common.audit_log import NodeAudit
 from incisive.common.errors import InputError
-from incisive.node.compliance import breach, measures, processors, store
+from incisive.node.catalogue import queries
+from incisive.node.compliance import breach, measures, processors, store, subjects
 from incisive.node.compliance.pack import FORMAT, build_pack
 from incisive.node.home import Node
 from tests.node.compliance import complete_record, fill, make_pdf
@@ -45,6 +46,10 @@ def test_everything_in_the_pack(node: Node, cohort: Path, tmp_path: Path) -> Non
     bid = breach.open_breach(node, "Laptop with an export stolen",
                              discovered=datetime.now(UTC) - timedelta(hours=1))["id"]
     NodeAudit(node.home).append("researcher:rita", "job.count", target="j1")
+    patient_id = (cohort / "clinical.csv").read_text().splitlines()[1].split(",")[0]
+    erased = subjects.erase(node, patient_id, "the patient withdrew consent")
+    with node.catalogue.session() as s:
+        patients = queries.stats(s)["patients"]
     out = tmp_path / "evidence.zip"
     r = runner.invoke(app, ["pack", "--out", str(out), "--home", str(node.home), "--json"])
     assert r.exit_code == 0, r.output
@@ -55,8 +60,9 @@ def test_everything_in_the_pack(node: Node, cohort: Path, tmp_path: Path) -> Non
     names = set(files)
     digests = {hashlib.sha256(b).hexdigest() for b in (dpa.read_bytes(), tia.read_bytes())}
     assert {"ropa.json", "ropa.html", "processors.json", "residency.json", "check.json", "readiness.json",
-            "backup.json", "audit.json", "deid.json", "breaches.json", f"breaches/{bid}.json", "manifest.json",
-            "SHA256SUMS"} | {f"documents/{d}.pdf" for d in digests} == names
+            "backup.json", "audit.json", "deid.json", "breaches.json", f"breaches/{bid}.json", f"breaches/{bid}.html",
+            "erasures.json", "access.json", "manifest.json", "SHA256SUMS",
+            *(f"documents/{d}.pdf" for d in digests)} == names
     for d in digests:
         assert hashlib.sha256(files[f"documents/{d}.pdf"]).hexdigest() == d
     listed = {f["name"]: f for f in json.loads(files["manifest.json"])["files"]}
@@ -66,12 +72,15 @@ def test_everything_in_the_pack(node: Node, cohort: Path, tmp_path: Path) -> Non
     subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=tmp_path / "x", check=True, timeout=60)
 
     ropa = json.loads(files["ropa.json"])
-    assert ropa["data_subjects"]["patients"] == 10 and ropa["missing"] == []
+    assert ropa["data_subjects"]["patients"] == patients < 10 and ropa["missing"] == []
     readiness = {m["id"]: m for m in ropa["measures"]}["readiness"]
     assert "not recorded" not in readiness["evidence"]  # the readiness check ran before the record was built
     assert b"Record of processing activities" in files["ropa.html"]
     assert [f["code"] for f in json.loads(files["check.json"])["findings"]] == ["breach.open"]
-    assert json.loads(files["breaches.json"])[0]["id"] == bid
+    assert json.loads(files["breaches.json"])[0]["id"] == bid and b"Art. 33" in files[f"breaches/{bid}.html"]
+    assert [e["id"] for e in json.loads(files["erasures.json"])] == [erased["id"]]
+    access = json.loads(files["access.json"])
+    assert access["chain"]["ok"] and "researcher:rita" in {a["actor"] for a in access["actors"]}
     assert json.loads(files["readiness.json"])["profile"] == measures.last_readiness(node)["profile"]  # type: ignore[index]
     audit = json.loads(files["audit.json"])
     assert audit["ok"] and audit["entries"] >= 2 and audit["head"][0] == audit["entries"]

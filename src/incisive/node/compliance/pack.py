@@ -7,7 +7,9 @@ ropa.json, ropa.html        the Art. 30 record, generated (ropa.pdf too with --p
 processors.json             the Art. 28 register; documents/<sha256>.pdf every filed contract and assessment
 residency.json              node, backup targets, processors: EU/EEA or transfer + safeguard
 check.json                  every finding (as `incisive compliance check --json`)
-breaches.json, breaches/    the breach records, when the breach workflow is installed
+breaches.json, breaches/    the breach records and each one's Art. 33(3) report (HTML), when installed
+erasures.json               data-subject erasures (no identifiers), when the subjects workflow is installed
+access.json                 who ran what on this node's data, from the whole audit chain (counts per actor)
 readiness.json              the readiness check, run on this machine now (or the last recorded result)
 backup.json                 backup verification state per target, RAID/ZFS health
 audit.json                  the audit chain verified now (entries, problems, head)
@@ -45,32 +47,51 @@ from incisive.node.compliance.residency import residency
 from incisive.node.compliance.ropa import build_ropa
 from incisive.node.home import Node
 
-__all__ = ["BREACH_MODULE", "FORMAT", "build_pack"]
+__all__ = ["ACCESS_MODULE", "BREACH_MODULE", "FORMAT", "SUBJECTS_MODULE", "build_pack"]
 
 FORMAT = "incisive.evidence/1"
 BREACH_MODULE = "incisive.node.compliance.breach"
+BREACH_REPORT_MODULE = "incisive.node.compliance.breach_report"
+SUBJECTS_MODULE = "incisive.node.compliance.subjects"
+ACCESS_MODULE = "incisive.node.compliance.access"
 
 
 def _json(data: Any) -> bytes:
     return (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode()
 
 
+def _optional(name: str) -> Any:
+    """A sibling workflow module when it is installed (imported by name: it may import this package)."""
+    return importlib.import_module(name) if importlib.util.find_spec(name) is not None else None
+
+
 def _breaches(node: Node) -> dict[str, bytes]:
-    """The breach workflow's records, when it is installed: its listing, and each record file as written."""
-    if importlib.util.find_spec(BREACH_MODULE) is None:
+    """The breach workflow's records, when it is installed: its listing, each record file as written, and each
+    breach's Art. 33(3) report as HTML."""
+    breach, report = _optional(BREACH_MODULE), _optional(BREACH_REPORT_MODULE)
+    if breach is None:
         return {}
-    breach = importlib.import_module(BREACH_MODULE)
-    files: dict[str, bytes] = {}
-    lister = getattr(breach, "list_breaches", None)
-    if lister is not None:
-        files["breaches.json"] = _json([b if isinstance(b, dict) else getattr(b, "__dict__", str(b))
-                                        for b in lister(node)])
+    rows = breach.list_breaches(node)
+    files: dict[str, bytes] = {"breaches.json": _json(rows)}
     folder = store.compliance_dir(node.home) / "breaches"
     if folder.is_dir():
         for path in sorted(folder.iterdir()):
-            info = path.lstat()
-            if path.suffix == ".json" and stat.S_ISREG(info.st_mode):
+            if path.suffix == ".json" and stat.S_ISREG(path.lstat().st_mode):
                 files[f"breaches/{path.name}"] = path.read_bytes()
+    for row in rows:
+        if report is not None and row.get("status") != "unreadable":
+            files[f"breaches/{row['id']}.html"] = report.render_html(report.report(node, row["id"])).encode()
+    return files
+
+
+def _subjects(node: Node) -> dict[str, bytes]:
+    """Data-subject erasures (no identifiers) and the access report over the whole audit chain, when installed."""
+    files = {}
+    subjects, access = _optional(SUBJECTS_MODULE), _optional(ACCESS_MODULE)
+    if subjects is not None:
+        files["erasures.json"] = _json(subjects.erasures(node))
+    if access is not None:
+        files["access.json"] = _json(access.access_report(node, datetime(1970, 1, 1, tzinfo=UTC)))
     return files
 
 
@@ -111,6 +132,7 @@ def _contents(node: Node, readiness: bool, pdf: bool) -> tuple[dict[str, bytes],
     documents, problems = _documents(node)
     files.update(documents)
     files.update(_breaches(node))
+    files.update(_subjects(node))
     return files, problems
 
 
