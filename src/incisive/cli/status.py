@@ -1,11 +1,15 @@
-"""``incisive node status``: node summary, backup age and RAID health (:mod:`incisive.node.backup.node_status`)."""
+"""``incisive node status``: node summary, backup age and RAID health (:mod:`incisive.node.backup.node_status`)
+and the open personal-data breaches with their 72 h deadlines (:mod:`incisive.node.compliance.breach`)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from incisive.cli.options import HomeOpt, JsonOpt
 from incisive.common.output import console, human_bytes, print_json, table
 from incisive.common.settings import resolve_home
 from incisive.node.backup.node_status import collect
+from incisive.node.compliance.breach import open_breaches
 from incisive.node.home import Node
 
 
@@ -13,9 +17,12 @@ def status(
     home: HomeOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Node summary: contents, last verified backup age, RAID health; warnings when something needs care."""
+    """Node summary: contents, last verified backup age, RAID health, open breaches (72 h deadline, hours left);
+    warnings when something needs care."""
     node = Node.open(resolve_home(home))
     data = collect(node)
+    data["breaches"] = [{k: b[k] for k in ("id", "discovered_at", "deadline", "hours_left", "notified",
+                                           "dpa_notified_at", "overdue")} for b in open_breaches(node)]
     if json_out:
         print_json(data)
         return
@@ -37,5 +44,18 @@ def status(
         console.print("redundancy: " + (", ".join(arrays) or "all ZFS pools healthy"))
     else:
         console.print("redundancy: no software RAID or ZFS pool found")
+    if data["breaches"]:
+        console.print(table("Open breaches (GDPR Art. 33)", ["id", "discovered", "72 h deadline", "left",
+                                                              "authority notified"],
+                            [(b["id"], b["discovered_at"], b["deadline"], _left(b), b["dpa_notified_at"] or "no")
+                             for b in data["breaches"]]))
     for warning in data["warnings"]:
         console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _left(b: dict[str, Any]) -> str:
+    if b["notified"]:
+        return "notified"
+    if b["overdue"]:
+        return f"[bold red]OVERDUE by {-b['hours_left']:.1f} h[/]"
+    return f"{b['hours_left']:.1f} h"
