@@ -209,15 +209,27 @@ def nodes_table(rows: list[dict[str, Any]]) -> Any:
         x = r.get("sandbox") or {}
         return str(x.get("state", "")) + (f": {x['reason']}" if x.get("reason") else "")
 
+    def breach(r: dict[str, Any]) -> str:
+        x = r.get("breach") or {}
+        if not x:
+            return ""
+        if x.get("overdue"):
+            return f"[red]{x['open']} open, OVERDUE[/]"
+        if x.get("hours_left") is None:
+            return f"{x['open']} open, notified"
+        left = x["hours_left"]
+        return f"{x['open']} open, {left:.0f} h left" if left >= 1 else f"{x['open']} open, {left:.1f} h left"
+
     return table("Nodes", ["node", "name", "status", "last heartbeat", "version", "data", "readiness",
-                           "backup age (d)", "sandbox"],
+                           "backup age (d)", "sandbox", "breach"],
                  [(r["node_id"], r["name"], r["status"], r["last_heartbeat"] or "never", r["version"], data(r),
-                   ready(r), r["backup_age_days"], sandbox(r)) for r in rows])
+                   ready(r), r["backup_age_days"], sandbox(r), breach(r)) for r in rows])
 
 
 @app.command("nodes")
 def list_nodes(home: HomeOpt = None, json_out: JsonOpt = False) -> None:
-    """Enrolled nodes: status, last heartbeat, version, data summary, readiness summary."""
+    """Enrolled nodes: status, last heartbeat, version, data summary, readiness summary, open breaches (the
+    earliest 72 h deadline still awaiting the authority's notification)."""
     platform = open_platform(home)
     with platform.db.session() as s:
         rows = nodes.list_nodes(s, platform.settings.node_offline_s)

@@ -8,7 +8,8 @@
 * runs inference for ``infer`` jobs; results stay at the node, at most a summary goes back
   (see :mod:`incisive.node.fl.infer_jobs`);
 * sends heartbeats (software version, free disk, last verified backup age, readiness summary, data summary,
-  whether bundle code can be sandboxed here: ``sandbox`` ok / off / unavailable with the reason);
+  whether bundle code can be sandboxed here: ``sandbox`` ok / off / unavailable with the reason, open
+  personal-data breaches with their 72 h deadlines: ``breaches``);
 * reconnects with exponential backoff and full jitter when the platform is unreachable or restarting; stops
   when the platform says this node is revoked (401/403).
 """
@@ -34,6 +35,7 @@ from incisive.node import aggregates
 from incisive.node.agent_link import AGENT_DIR, AgentSettings, LinkError, SignedClient, agent_key_path
 from incisive.node.agent_state import AgentState
 from incisive.node.catalogue import queries
+from incisive.node.compliance.breach import heartbeat_summary
 from incisive.node.disclosure import Guard, Refused
 from incisive.node.fl.infer_jobs import run_infer
 from incisive.node.fl.supernodes import Supernodes
@@ -166,6 +168,11 @@ class Agent:
                              "job_types": policy.job_types}
         payload["readiness"] = self._readiness_summary()
         payload["sandbox"] = self._sandbox_summary(policy)
+        try:  # open personal-data breaches: id, 72 h deadline, hours left, authority notified (no free text)
+            payload["breaches"] = heartbeat_summary(self.node)
+        except Exception:  # an unreadable breach directory must not stop heartbeats
+            log.exception("breach summary failed")
+            payload["breaches"] = None
         return payload
 
     def _sandbox_summary(self, policy: Policy) -> dict[str, Any]:

@@ -32,6 +32,15 @@ class Enrolment(BaseModel):
     fl_public_key: str = Field(default="", max_length=1024)  # Flower SuperNode key (OpenSSH EC), see platform.pki
 
 
+class BreachBeat(BaseModel):
+    """An open personal-data breach of the node (ids and times only: no free text)."""
+
+    id: str = Field(pattern=r"^br-[0-9]{4}-[0-9]{2}-[0-9]{2}-[0-9a-f]{4}$")
+    deadline: str = Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$")  # UTC, 72 h
+    hours_left: float | None = Field(default=None, ge=-1e6, le=1e6)
+    notified: bool = False  # the supervisory authority was notified
+
+
 class Heartbeat(BaseModel):
     version: str | None = Field(default=None, max_length=32)
     disk_free_bytes: int | None = None
@@ -40,6 +49,7 @@ class Heartbeat(BaseModel):
     data: dict[str, Any] | None = None
     policy: dict[str, Any] | None = None
     sandbox: dict[str, str] | None = None  # {"state": ok|off|unavailable, "reason": …}
+    breaches: list[BreachBeat] | None = Field(default=None, max_length=50)  # open ones (node sends ≤ 20)
 
 
 def _signed_path(request: Request) -> str:

@@ -138,8 +138,9 @@ def prune_nonces(s: Session, window_s: float) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
-HEALTH_KEYS = ("disk_free_bytes", "backup_age_days", "readiness", "data", "policy", "sandbox")
-"""What a heartbeat may report (the rest is dropped); ``sandbox``: ``{"state": ok|off|unavailable, "reason"}``."""
+HEALTH_KEYS = ("disk_free_bytes", "backup_age_days", "readiness", "data", "policy", "sandbox", "breaches")
+"""What a heartbeat may report (the rest is dropped); ``sandbox``: ``{"state": ok|off|unavailable, "reason"}``;
+``breaches``: the node's open personal-data breaches ``[{"id", "deadline", "hours_left", "notified"}]``."""
 
 
 def heartbeat(s: Session, ref: NodeRef, payload: dict[str, Any]) -> None:
@@ -169,12 +170,33 @@ def status(node: Node, offline_s: float, now: datetime | None = None) -> str:
     return "online" if ((now or utcnow()) - seen).total_seconds() <= offline_s else "offline"
 
 
+def breach_summary(beats: Any, now: datetime | None = None) -> dict[str, Any] | None:
+    """The open breaches a node last reported, summed up: ``{"open", "unnotified", "deadline", "hours_left",
+    "overdue"}`` with the earliest deadline still awaiting the authority's notification and the hours left to
+    it *now* (not at the heartbeat); None when there is none."""
+    if not isinstance(beats, list) or not beats:
+        return None
+    pending: list[datetime] = []
+    for beat in beats:
+        if isinstance(beat, dict) and not beat.get("notified"):
+            try:
+                pending.append(datetime.fromisoformat(str(beat.get("deadline"))))
+            except ValueError:
+                continue
+    deadline = min(pending, default=None)
+    left = None if deadline is None else round((deadline - (now or utcnow())).total_seconds() / 3600, 1)
+    return {"open": len(beats), "unnotified": len(pending),
+            "deadline": deadline.isoformat().replace("+00:00", "Z") if deadline else None,
+            "hours_left": left, "overdue": left is not None and left < 0}
+
+
 def node_dict(node: Node, offline_s: float) -> dict[str, Any]:
     beat = aware(node.last_heartbeat)
+    health = node.health or {}
     return {"node_id": node.node_id, "name": node.name, "provider": node.provider,
             "status": status(node, offline_s), "last_heartbeat": beat.isoformat() if beat else None,
             "version": node.version, "enrolled_at": aware(node.enrolled_at).isoformat(),  # type: ignore[union-attr]
-            **{k: (node.health or {}).get(k) for k in HEALTH_KEYS}}
+            **{k: health.get(k) for k in HEALTH_KEYS}, "breach": breach_summary(health.get("breaches"))}
 
 
 def list_nodes(s: Session, offline_s: float) -> list[dict[str, Any]]:
