@@ -151,10 +151,16 @@ def test_central_node_tenant_judged_by_its_central_node(us_central: Central, tmp
     record, _ = add_tenant(us_central, "Hospital D", "IT", "IT lead <it@hospital-d.example>")
     tenant = us_central.tenant_node(record.id)
     complete_record(tenant.home, country="DE")  # a tenant's own node-country does not count: the machine's does
+    assert found(tenant) == [("processor.central_operator_missing", "fail", "Hosting Inc"),
+                             ("residency.node_outside_eu", "fail", tenant.settings.node_id)]
+    processors.add_processor(tenant.home, "Hosting Inc", "Central Node hosting", "US", "2026-02-01",
+                             make_pdf(tmp_path / "dpa.pdf"), scc=True, tia=make_pdf(tmp_path / "tia.pdf", "tia"),
+                             checklist=["all=yes"])
     assert found(tenant) == [("residency.node_outside_eu", "fail", tenant.settings.node_id)]
     r = runner.invoke(app, ["residency", "--home", str(tenant.home), "--json"])
     node_row = json.loads(r.stdout)["node"]
     assert node_row["country"] == "US" and node_row["source"].startswith("central.toml")
+    assert json.loads(r.stdout)["central_operator"] == "Hosting Inc"
     drive = tmp_path / "drive"
     drive.mkdir()
     backup_config.add_target(tenant.home, "offsite", str(drive))

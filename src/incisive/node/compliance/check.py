@@ -4,6 +4,7 @@
   only a person can give (Art. 30(1)(a), (b), (f); Art. 37; the node specification's contact person);
 * ``processor.*`` (:func:`incisive.node.compliance.processors.problems`): no DPA filed, a filed document missing
   or changed, an incomplete Art. 28(3) checklist, a processor outside the EU/EEA without SCC or without a TIA;
+  on a Central Node tenant, ``processor.central_operator_missing`` while no processor (the operator) is registered;
 * ``residency.node_outside_eu``, ``residency.backup_outside_eu``, ``residency.backup_location_missing``:
   a location outside the EU/EEA without safeguards, or not recorded (Chapter V);
 * ``audit.chain_broken``: the node's audit chain does not verify (Art. 5(2) accountability);
@@ -24,7 +25,7 @@ from typing import Any
 
 from incisive.common.audit_log import NodeAudit
 from incisive.node.compliance import processors, store
-from incisive.node.compliance.residency import locations
+from incisive.node.compliance.residency import central_operator, locations
 from incisive.node.home import Node
 
 __all__ = ["HOOK_MODULES", "Finding", "failing", "findings"]
@@ -120,6 +121,12 @@ def findings(node: Node) -> list[Finding]:
     for entry in data["processors"]:
         out += [Finding(code, "fail", entry["name"], message, fix)
                 for code, message, fix in processors.problems(node.home, entry)]
+    operator = central_operator(node)
+    if operator is not None and not data["processors"]:
+        out.append(Finding("processor.central_operator_missing", "fail", operator,
+                           f"this tenant's data is hosted by {operator} (a processor, Art. 28) but no processor is "
+                           "registered", f'incisive compliance processor add "{operator}" --service "Central Node '
+                           'hosting" --country CC --dpa-signed DATE --document DPA.pdf --checklist …'))
     out += _residency(node, data)
     verification = NodeAudit(node.home).verify()
     if not verification.ok:

@@ -24,7 +24,7 @@ from incisive.node.backup import config as backup_config
 from incisive.node.compliance import store
 from incisive.node.home import Node
 
-__all__ = ["Location", "locations", "residency"]
+__all__ = ["Location", "central_operator", "locations", "residency"]
 
 SAFEGUARD = "standard contractual clauses (Art. 46(2)(c)) + a transfer impact assessment; keys kept in the EU/EEA"
 
@@ -62,7 +62,16 @@ def _central(node: Node) -> dict[str, Any] | None:
     tia_ok = bool(tia) and (Path(central) / tia).resolve().is_relative_to(Path(central).resolve()) \
         and (Path(central) / tia).resolve().is_file()
     return {"country": data.get("country"), "scc": bool(data.get("transfer_scc")), "tia": tia_ok,
-            "backup_locations": data.get("backup_locations") or {}, "dir": central}
+            "backup_locations": data.get("backup_locations") or {}, "dir": central,
+            "provider": str(data.get("provider") or "")}
+
+
+def central_operator(node: Node) -> str | None:
+    """The hosting provider of the Central Node this node is a tenant of (its processor); None on an own node."""
+    central = _central(node)
+    if central is None:
+        return None
+    return central.get("provider") or "the Central Node operator"
 
 
 def _judge(kind: str, subject: str, country: str | None, source: str, scc: bool, tia: bool,
@@ -117,4 +126,5 @@ def residency(node: Node) -> dict[str, Any]:
         "transfers": [r.as_dict() for r in rows if r.status in ("transfer", "safeguarded")],
         "unknown": [r.as_dict() for r in rows if r.status == "unknown"],
         "central_node": node.settings.tenant_of or None,
+        "central_operator": central_operator(node),
     }
