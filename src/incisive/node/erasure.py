@@ -15,7 +15,8 @@ to a pseudonym without the node's overlap key).
 transaction. A process killed in between leaves rows whose objects are gone; the caller's journal (a record in
 state ``erasing``) finishes the removal, and since the rows still name everything that is left, nothing of the
 subject can be left behind unnamed. Objects are removed through a plain :class:`ObjectStore` (by address), so
-removal needs no data key, on a Central Node tenant either.
+removal needs no data key, on a Central Node tenant either. Then the catalogue's files are scrubbed (:func:`_scrub`:
+SQLite zeroes the deleted content and empties its write-ahead log; PostgreSQL vacuums the tables).
 
 **The erasure list** ``<node>/compliance/erasures.json`` (mode 0600): ``{"version": 1, "erasures": {ID: {"subject":
 DIGEST, "salt": HEX, "recorded_at": TIME}}}``, where ``DIGEST`` is HMAC-SHA256 of the pseudonym under that entry's
@@ -38,7 +39,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import delete, or_, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from incisive.common.audit import now_iso
 from incisive.common.audit_log import NodeAudit
@@ -61,6 +63,7 @@ log = get_logger("compliance")
 LIST = Path("compliance") / "erasures.json"
 REPOSITORY_LIST = "erasures.json"  # beside FORMAT in a directory backup repository
 Step = Callable[[str], None]
+TABLES = (InferenceResult, Instance, Series, Study, Patient, QuarantineItem, ClinicalRecord)  # a subject's rows
 
 
 @dataclass
@@ -155,7 +158,10 @@ def remove(node: Node, pseudonym: str, step: Step = _noop) -> Holding:
         if number == len(todo) // 2:
             step("objects-half")
     step("objects")
+    sqlite = node.catalogue.dialect == "sqlite"
     with node.catalogue.session() as s:
+        if sqlite:  # deleted cells and freed pages are overwritten with zeros, not left in the file
+            s.execute(text("PRAGMA secure_delete = ON"))
         if rows.inference_ids:
             s.execute(delete(InferenceResult).where(InferenceResult.id.in_(rows.inference_ids)))
         if rows.instance_ids:
@@ -170,8 +176,28 @@ def remove(node: Node, pseudonym: str, step: Step = _noop) -> Holding:
             s.execute(delete(QuarantineItem).where(QuarantineItem.id.in_(rows.quarantine_ids)))
         if rows.clinical_ids:
             s.execute(delete(ClinicalRecord).where(ClinicalRecord.id.in_(rows.clinical_ids)))
+    _scrub(node)
     step("rows")
     return rows.holding
+
+
+def _scrub(node: Node) -> None:
+    """Leave no copy of the deleted rows in the catalogue's files where the engine allows: SQLite's write-ahead
+    log is checkpointed into the database (whose deleted content is zeroed: ``secure_delete``) and truncated;
+    PostgreSQL's tables are vacuumed (the space becomes free; its bytes go when it is reused and the WAL
+    segments recycle, as a backup's copy goes with retention). Best effort: a reader holding an old snapshot
+    only delays it."""
+    try:
+        if node.catalogue.dialect == "sqlite":
+            with node.catalogue.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        else:
+            with node.catalogue.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                for table in TABLES:
+                    conn.exec_driver_sql(f"VACUUM {table.__tablename__}")
+    except SQLAlchemyError as exc:
+        log.warning("catalogue not scrubbed after an erase (%s); the next checkpoint or vacuum does it",
+                    type(exc).__name__)
 
 
 def pseudonyms(node: Node) -> set[str]:

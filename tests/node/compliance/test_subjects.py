@@ -179,6 +179,13 @@ def test_erase_removes_everything_of_the_patient_only(filled: Node, cohort: Path
     assert pid not in text and pseudonym not in text
     for value in phi(cohort):
         assert value not in text, value
+    # nor does any byte left on the node: store, quarantine, and a SQLite catalogue with its write-ahead log
+    files = [p for p in filled.home.rglob("*") if p.is_file()]
+    if filled.catalogue.dialect == "sqlite":
+        db = Path(filled.catalogue.engine.url.database or "")
+        files += [p for p in db.parent.glob(db.name + "*") if p.is_file()]
+    for path in files:
+        assert pseudonym.encode() not in path.read_bytes(), path
     saved = json.loads((subjects.erasure_dir(filled) / f"{record['id']}.json").read_text())
     assert saved["state"] == "done" and saved["subject"] == record["subject"] and "journal" not in saved
     actions = [e["action"] for e in NodeAudit(filled.home).entries() if e.get("target") == record["id"]]
