@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from incisive import __version__
+from incisive.central.subjects_api import router as subjects_router
 from incisive.common.asgi_limits import BodyLimit
 from incisive.common.audit_log import NodeAudit
 from incisive.common.errors import CatalogueUnavailable, ConfigError, IncisiveError, InputError
@@ -230,6 +231,7 @@ def create_tenant_app(central: Central, tenant_id: str, node: Node, bundle_sourc
     if throttle is not None:
         app.state.auth_throttle = throttle  # one per tenant, shared with its DICOMweb app
     app.include_router(router)
+    app.include_router(subjects_router)  # /tenant/v1/subjects: data-subject requests (issue 20)
     app.add_middleware(BodyLimit, max_bytes=OTHER_BODY_BYTES, per_path={CLINICAL_PATH: CLINICAL_MAX_BYTES},
                        idle_s=node.settings.http_header_timeout_s)
 
