@@ -56,6 +56,12 @@ def _left(row: dict[str, Any]) -> str:
     return f"{row['hours_left']:.1f} h left"
 
 
+def _numbers(numbers: dict[str, int]) -> str:
+    from incisive.node.compliance.breach_scope import NUMBER_KEYS
+
+    return ", ".join(f"{numbers.get(k, 0)} {k.replace('_', ' ')}" for k in NUMBER_KEYS)
+
+
 def _show(record: dict[str, Any], json_out: bool, verb: str) -> None:
     from incisive.node.compliance.breach import state
 
@@ -65,9 +71,8 @@ def _show(record: dict[str, Any], json_out: bool, verb: str) -> None:
         return
     console.print(f"breach [bold]{row['id']}[/] {verb}: discovered {row['discovered_at']}, 72 h deadline "
                   f"{row['deadline']} {_left(row)}".rstrip())
-    numbers = record.get("numbers")
-    if numbers:
-        console.print("affected: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in numbers.items()))
+    if record.get("numbers"):
+        console.print(f"affected: {_numbers(record['numbers'])}")
 
 
 @app.command("open")
@@ -174,7 +179,7 @@ def report_cmd(
         console.print(f"[bold]{data['title']}[/]\nbreach {data['id']} ({data['status']}), deadline "
                       f"{data['timeline']['deadline']}\n(a) {n['summary']}")
         if n["numbers"]:
-            console.print("    " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in n["numbers"].items()))
+            console.print(f"    {_numbers(n['numbers'])}")
         contact = data["contact"]["contact"]
         console.print(f"(b) {contact['name']} <{contact['email']}>" if contact else "(b) contact point MISSING")
         console.print(f"(c) {len(data['consequences'])} entries; (d) {len(data['measures'])} measures "
