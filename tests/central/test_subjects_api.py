@@ -3,10 +3,12 @@ uploader de-identifies and uploads (``incisive upload``), then ``incisive compli
 --patient-id X --uploader DIR --central URL --token T`` computes the pseudonym with the uploader's key and sends
 only it. Lookup counts what the tenant holds; erase removes it from the tenant's store and catalogue (audited in
 the tenant's chain, no pseudonym or identifier kept); the other tenant's token gets 404 for the same pseudonym;
-a viewer or the operator may not ask (SQLite and PostgreSQL)."""
+a viewer or the operator may not ask; a tenant backup taken before the erase restores without the subject
+(SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import subprocess
@@ -18,17 +20,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from incisive.central.home import Central, create_operator_token
+from incisive.central.home import Central, create_operator_token, tenant_schema
 from incisive.central.serve import CentralServices
 from incisive.common.audit_log import NodeAudit
 from incisive.common.exit_codes import ExitCode
 from incisive.node import erasure
+from incisive.node.backup import config as backup_config
+from incisive.node.backup import ops
 from incisive.node.compliance import subjects
 from incisive.node.fsck import fsck
 from incisive.node.home import Node
 from incisive.node.upload.home import Uploader
 from incisive.node.upload.run import upload
 from tests.central.conftest import Tenants, fill_tenant
+from tests.conftest import temp_pg_database
 
 REASON = "Art. 17 request, ticket 77"
 
@@ -165,3 +170,38 @@ def test_the_provider_side_needs_its_key_and_the_url(served: Served, tmp_path: P
     assert bad_token.returncode == ExitCode.INVALID and "401" in bad_token.stderr
     for out in (missing_uploader, not_https, bad_token):
         assert pid not in out.stderr and pid not in out.stdout
+
+
+@contextlib.contextmanager
+def empty_catalogue(central: Central, tenant: str) -> Iterator[str]:
+    """An empty catalogue of the tenant's backend to restore into (PostgreSQL: its schema on the search path)."""
+    if not central.settings.catalogue_url:
+        yield ""
+        return
+    with temp_pg_database() as url:
+        yield url + f"?options=-csearch_path%3D{tenant_schema(tenant)}"
+
+
+def test_a_tenant_backup_from_before_the_erase_restores_without_the_subject(served: Served, tmp_path: Path) -> None:
+    s = served
+    node_d = s.node(s.d)
+    where = tmp_path / "backup-d"
+    where.mkdir()
+    target = backup_config.add_target(node_d.home, "disk", str(where))
+    _, snapshot = ops.run(node_d, target)
+    pseudonym = s.uploader.pseudonymiser.patient(s.patients[2])
+    kept = {p: erasure.held(node_d, p).as_dict() for p in erasure.pseudonyms(node_d) if p != pseudonym}
+    r = httpx.post(f"{s.url}/tenant/v1/subjects/{pseudonym}/erase", json={"reason": REASON},
+                   headers=bearer(s.d_manager), timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["backups"]["targets"] == [{"name": "disk", "kind": "dir", "list": "listed"}]
+    # the snapshot still holds the subject's ciphertext (until retention); restoring it removes the subject again
+    with empty_catalogue(s.central, s.d) as url:
+        report = ops.restore(target, s.d, snapshot.id, tmp_path / "restored-d", catalogue_url=url)
+        restored = Node.open(tmp_path / "restored-d")
+        try:
+            assert report.erased_again == 1 and erasure.held(restored, pseudonym).empty
+            assert {p: erasure.held(restored, p).as_dict() for p in erasure.pseudonyms(restored)} == kept
+            assert fsck(restored).clean
+        finally:
+            restored.catalogue.dispose()
