@@ -170,6 +170,10 @@ def test_the_provider_side_needs_its_key_and_the_url(served: Served, tmp_path: P
     assert bad_token.returncode == ExitCode.INVALID and "401" in bad_token.stderr
     for out in (missing_uploader, not_https, bad_token):
         assert pid not in out.stderr and pid not in out.stdout
+    # the operator's --home on the tenant directory cannot look a patient up: the provider's key is not there
+    on_tenant = subprocess.run([*plain, "--home", str(s.central.tenant_dir(s.d))], capture_output=True, text=True,
+                               timeout=120)
+    assert on_tenant.returncode == ExitCode.INVALID and "--uploader" in on_tenant.stderr
 
 
 @contextlib.contextmanager

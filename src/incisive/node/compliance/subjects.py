@@ -137,6 +137,9 @@ def pseudonym_of(node: Node, patient_id: str) -> str:
     """The pseudonym the de-identifier and the clinical import give ``patient_id`` on this node."""
     if not patient_id.strip():
         raise InputError("--patient-id must not be empty")
+    if node.settings.tenant_of:  # its own key is not the one its provider pseudonymised with
+        raise ConfigError("this is a Central Node tenant: its provider's pseudonym key is not here; the provider "
+                          "runs this with --uploader DIR --central URL --token T (only the pseudonym is sent)")
     return node.pseudonymiser.patient(patient_id)
 
 
