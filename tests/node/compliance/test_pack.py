@@ -15,12 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from typer.testing import CliRunner
 
 from incisive.cli.compliance import app
 from incisive.common.audit_log import NodeAudit
 from incisive.common.errors import InputError
 from incisive.node.catalogue import queries
+from incisive.node.catalogue.models import Study
 from incisive.node.compliance import breach, measures, processors, store, subjects
 from incisive.node.compliance.pack import FORMAT, build_pack
 from incisive.node.home import Node
@@ -43,7 +45,9 @@ def test_everything_in_the_pack(node: Node, cohort: Path, tmp_path: Path) -> Non
     dpa, tia = make_pdf(tmp_path / "dpa.pdf", "dpa"), make_pdf(tmp_path / "tia.pdf", "tia")
     processors.add_processor(node.home, "CloudCo Inc", "hosting", "US", "2026-01-10", dpa, scc=True, tia=tia,
                              checklist=["all=yes"])
-    bid = breach.open_breach(node, "Laptop with an export stolen",
+    with node.catalogue.session() as s:
+        study_uids = [str(u) for u in s.scalars(select(Study.study_uid))]
+    bid = breach.open_breach(node, "Laptop with an export stolen", studies=study_uids[:2],
                              discovered=datetime.now(UTC) - timedelta(hours=1))["id"]
     NodeAudit(node.home).append("researcher:rita", "job.count", target="j1")
     patient_id = (cohort / "clinical.csv").read_text().splitlines()[1].split(",")[0]
@@ -60,7 +64,7 @@ def test_everything_in_the_pack(node: Node, cohort: Path, tmp_path: Path) -> Non
     names = set(files)
     digests = {hashlib.sha256(b).hexdigest() for b in (dpa.read_bytes(), tia.read_bytes())}
     assert {"ropa.json", "ropa.html", "processors.json", "residency.json", "check.json", "readiness.json",
-            "backup.json", "audit.json", "deid.json", "breaches.json", f"breaches/{bid}.json", f"breaches/{bid}.html",
+            "backup.json", "audit.json", "deid.json", "breaches.json", f"breaches/{bid}.html",
             "erasures.json", "access.json", "manifest.json", "SHA256SUMS",
             *(f"documents/{d}.pdf" for d in digests)} == names
     for d in digests:
@@ -91,7 +95,7 @@ def test_everything_in_the_pack(node: Node, cohort: Path, tmp_path: Path) -> Non
     assert deid["quarantine_modalities"] == node.settings.quarantine_modalities and deid["actions"]
     assert json.loads(files["residency.json"])["transfers"][0]["status"] == "safeguarded"
 
-    needles = _needles(cohort)
+    needles = _needles(cohort) | {u.encode() for u in study_uids}  # the breach's scope is counted, never listed
     found = sorted({(name, n.decode(errors="replace")) for name, blob in files.items() for n in needles
                     if n in blob})
     assert found == []

@@ -7,7 +7,7 @@ ropa.json, ropa.html        the Art. 30 record, generated (ropa.pdf too with --p
 processors.json             the Art. 28 register; documents/<sha256>.pdf every filed contract and assessment
 residency.json              node, backup targets, processors: EU/EEA or transfer + safeguard
 check.json                  every finding (as `incisive compliance check --json`)
-breaches.json, breaches/    the breach records and each one's Art. 33(3) report (HTML), when installed
+breaches.json, breaches/    the breach listing (counts, no UIDs) and each one's Art. 33(3) report (HTML), when installed
 erasures.json               data-subject erasures (no identifiers), when the subjects workflow is installed
 access.json                 who ran what on this node's data, from the whole audit chain (counts per actor)
 readiness.json              the readiness check, run on this machine now (or the last recorded result)
@@ -25,7 +25,6 @@ import importlib
 import importlib.util
 import json
 import os
-import stat
 import tempfile
 import zipfile
 from datetime import UTC, datetime
@@ -66,18 +65,14 @@ def _optional(name: str) -> Any:
 
 
 def _breaches(node: Node) -> dict[str, bytes]:
-    """The breach workflow's records, when it is installed: its listing, each record file as written, and each
-    breach's Art. 33(3) report as HTML."""
+    """The breach workflow's records, when it is installed: its listing and each breach's Art. 33(3) report as
+    HTML. Not the record files: they keep the affected studies' and series' (pseudonymised) UIDs so that a later
+    update can recount the scope, and no UID goes into a pack that leaves the node (the counts do)."""
     breach, report = _optional(BREACH_MODULE), _optional(BREACH_REPORT_MODULE)
     if breach is None:
         return {}
-    rows = breach.list_breaches(node)
+    rows = [{k: v for k, v in r.items() if k != "scope"} for r in breach.list_breaches(node)]
     files: dict[str, bytes] = {"breaches.json": _json(rows)}
-    folder = store.compliance_dir(node.home) / "breaches"
-    if folder.is_dir():
-        for path in sorted(folder.iterdir()):
-            if path.suffix == ".json" and stat.S_ISREG(path.lstat().st_mode):
-                files[f"breaches/{path.name}"] = path.read_bytes()
     for row in rows:
         if report is not None and row.get("status") != "unreadable":
             files[f"breaches/{row['id']}.html"] = report.render_html(report.report(node, row["id"])).encode()
