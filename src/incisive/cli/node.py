@@ -38,6 +38,7 @@ from incisive.node.home import Node
 from incisive.node.ingest.clinical import check_columns, import_clinical, read_csv
 from incisive.node.ingest.dicom_import import OUTCOMES, import_dicom
 from incisive.node.quality import quality_report, render_html, render_rich
+from incisive.node.tenancy import provider_only
 
 app = typer.Typer(help="Run and manage a federated node.", no_args_is_help=True)
 
@@ -171,6 +172,7 @@ def ls(
 ) -> None:
     """List pseudonymised studies or series."""
     node = open_node(home)
+    provider_only(node, "node ls", "the provider reads its tenant over QIDO-RS with its own token")
     with node.catalogue.session() as s:
         fn = queries.list_studies if level is Level.studies else queries.list_series
         rows = fn(s, modality=modality, limit=limit, offset=offset)

@@ -27,10 +27,13 @@ from incisive.node.fl import approval as approvals_mod
 from incisive.node.fl import review as review_mod
 from incisive.node.home import Node
 from incisive.node.policy import load_policy, update_policy
+from incisive.node.tenancy import provider_only
 
 app = typer.Typer(help="What this node shares (enforced here; the platform cannot override it).",
                   no_args_is_help=True)
 
+
+PROVIDER_POLICY = "the provider: incisive central tenant policy set|approve|revoke --central URL --token MANAGER"
 
 def _show(data: dict[str, Any], json_out: bool) -> None:
     if json_out:
@@ -106,6 +109,7 @@ def policy_set(
 ) -> None:
     """Change the policy (unnamed settings stay as they are)."""
     node = Node.open(resolve_home(home), check_schema=False)
+    provider_only(node, "node policy set", PROVIDER_POLICY)
     policy = update_policy(node.home, participate=participate, min_cell_count=k, job_types=_csv(job_types),
                            researchers=_csv(researchers), projects=_csv(projects), min_subset=min_subset,
                            overlap_control=overlap_control, rounding=rounding, require_dp=require_dp,
@@ -167,6 +171,7 @@ def approve(model: Annotated[str, typer.Argument(help="NAME:VERSION")], home: Ho
     declares inputs this node's policy withholds."""
     name, version, _ = parse_ref(model)
     node_home = resolve_home(home)
+    provider_only(Node.open(node_home, check_schema=False), "node policy approve", PROVIDER_POLICY)
     with _bundle(node_home, name, version, from_platform, workspace) as (bundle, _source):
         if sha256 and sha256 != bundle.digest:
             raise InputError(f"{name}:{version} has sha256 {bundle.digest}, not the one given; nothing approved")
@@ -179,5 +184,6 @@ def approve(model: Annotated[str, typer.Argument(help="NAME:VERSION")], home: Ho
 def revoke(model: Annotated[str, typer.Argument(help="NAME:VERSION")], home: HomeOpt = None) -> None:
     """Withdraw an approval; jobs with this bundle are refused from now on."""
     name, version, _ = parse_ref(model)
+    provider_only(Node.open(resolve_home(home), check_schema=False), "node policy revoke", PROVIDER_POLICY)
     done = approvals_mod.revoke(resolve_home(home), name, version)
     console.print("revoked" if done else "was not approved")

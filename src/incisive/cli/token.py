@@ -15,6 +15,7 @@ from incisive.common.output import console, print_json, table
 from incisive.common.settings import resolve_home
 from incisive.node.api.tokens import create_token, list_tokens, revoke_token
 from incisive.node.home import Node
+from incisive.node.tenancy import provider_only
 
 app = typer.Typer(help="Node-local API tokens for DICOMweb.", no_args_is_help=True)
 
@@ -33,6 +34,8 @@ def create_cmd(
 ) -> None:
     """Create a token and print it once (only its hash is kept)."""
     node = Node.open(resolve_home(home))
+    provider_only(node, "node token create", "the provider: incisive central tenant token create --central URL "
+                  "--token MANAGER")
     token = create_token(node, role.value, label)
     if json_out:
         print_json({"role": role.value, "token": token})
