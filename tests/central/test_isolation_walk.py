@@ -68,6 +68,8 @@ class Walk:
     erased_ae: str
     revocable_id: int  # a token of A's the walk may revoke
     b_only_token_id: int  # a token id that exists in B's store only
+    erasable: str  # a pseudonym of A's whose data the walk may erase (not the patient of A's sample instance)
+    erased_studies: set[str]
     b_state: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -121,7 +123,11 @@ def walk(central_db: Central, tmp_path: Path, cohorts: dict[str, Cohort]) -> Ite
         for side in (a, b):
             apps = w.services.app.apps(side.id)
             apps.dicomweb.state.auth_throttle = apps.tenant.state.auth_throttle = Throttle(**generous)
-        yield Walk(w, c_manager, record.ae_title, a_ids["revocable"], b_max, _b_state(w))
+        sample = pydicom.dcmread(a.cohort.files[0], stop_before_pixels=True)
+        erasable = next(p for p in a.cohort.pseudonyms if p != str(sample.PatientID))
+        erased = {str(d.StudyInstanceUID) for d in map(lambda f: pydicom.dcmread(f, stop_before_pixels=True),
+                                                        a.cohort.files) if str(d.PatientID) == erasable}
+        yield Walk(w, c_manager, record.ae_title, a_ids["revocable"], b_max, erasable, erased, _b_state(w))
 
 
 # --- the cases, one per route ------------------------------------------------------------------------------
@@ -213,7 +219,14 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/tenant/v1/clinical"): Case(
         lambda w: Probe("/tenant/v1/clinical", {200}, json={"rows": clinical_rows(w.a.cohort)}), STORES_OWN),
     ("POST", "/tenant/v1/erase-request"): Case(lambda w: Probe("/tenant/v1/erase-request", {202}), STORES_OWN),
+    ("GET", "/tenant/v1/subjects/{pseudonym}"): Case(
+        lambda w: Probe(f"/tenant/v1/subjects/{w.a.cohort.pseudonyms[0]}", {200}),
+        lambda w: Probe(f"/tenant/v1/subjects/{w.b.cohort.pseudonyms[0]}", {404})),
+    ("POST", "/tenant/v1/subjects/{pseudonym}/erase"): Case(
+        lambda w: Probe(f"/tenant/v1/subjects/{w.erasable}/erase", {200}, json={"reason": "walk"}),
+        lambda w: Probe(f"/tenant/v1/subjects/{w.b.cohort.pseudonyms[0]}/erase", {404}, json={"reason": "walk"})),
 }
+LAST = ("DELETE", "/tenant/v1/subjects/{pseudonym}/erase")  # probes that remove A's data run after the rest
 OPERATOR_CASES = {("GET", "/health"), ("GET", "/central/v1/tenants"), ("GET", "/central/v1/usage")}
 
 
@@ -244,7 +257,7 @@ def test_http_walk(walk: Walk) -> None:
     b_markers = w.markers_of(b)
     refused_before = sum(1 for e in NodeAudit(w.central.dir).entries() if e["action"] == "operator.refused")
     probes = 0
-    for (method, path), case in sorted(CASES.items(), key=lambda item: item[0][0] == "DELETE"):
+    for (method, path), case in sorted(CASES.items(), key=lambda item: item[0][0] in LAST or item[0][1] in LAST):
         own = case.own(walk)
         label = f"{method} {path}"
         # no tenant, a forged secret, an erased tenant's manager: 401 before anything of a tenant is read
@@ -273,7 +286,7 @@ def test_http_walk(walk: Walk) -> None:
     assert refused - refused_before == len(CASES)
     # own data was there to find: the QIDO and WADO own probes answered with A's UIDs
     studies = httpx.get(f"{w.url}/dicom-web/studies", headers=bearer(a.viewer)).json()
-    assert {s["0020000D"]["Value"][0] for s in studies} == set(a.cohort.studies)
+    assert {s["0020000D"]["Value"][0] for s in studies} == set(a.cohort.studies) - walk.erased_studies
     assert _b_state(w) == walk.b_state  # nothing the walk did as A changed B
     assert probes >= 6 * len(CASES)
 
