@@ -259,6 +259,29 @@ def matches(entries: dict[str, dict[str, str]], candidates: Iterable[str]) -> di
     return found
 
 
+ERASED = "the data subject was erased (GDPR Art. 17) at this node; not stored again"
+
+
+def erased_among(node: Node, candidates: Iterable[str]) -> set[str]:
+    """Which of ``candidates`` (pseudonyms arriving at the door) an erasure list entry names: an erased subject is
+    not stored again by a later import, C-STORE or upload. One stat per call when nothing was ever erased."""
+    path = node.home / LIST
+    if not path.is_file():
+        return set()
+    return set(matches(load_list(path), {c for c in candidates if c}).values())
+
+
+class ErasedFilter:
+    """``erased(pseudonym)``: whether an erasure list entry names it, the list read once (for a run of rows)."""
+
+    def __init__(self, node: Node) -> None:
+        path = node.home / LIST
+        self.entries = load_list(path) if path.is_file() else {}
+
+    def __call__(self, pseudonym: str) -> bool:
+        return bool(self.entries) and bool(matches(self.entries, [pseudonym]))
+
+
 def restore_sources(to: Path, folder: Path) -> list[Path]:
     """Erasure lists a restore of snapshot ``folder`` into node ``to`` re-applies: the snapshot's own (its config,
     written into ``to``) and, for a directory backup repository, the repository's and every other snapshot's

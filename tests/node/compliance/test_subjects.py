@@ -28,6 +28,7 @@ from incisive.node.backup import config as backup_config
 from incisive.node.backup import ops
 from incisive.node.catalogue.models import (
     ClinicalRecord,
+    ImportIssue,
     InferenceResult,
     Instance,
     Patient,
@@ -318,3 +319,32 @@ def test_restoring_a_backup_taken_before_the_erase_does_not_bring_the_patient_ba
     report, held, clean, _ = restore(target, filled, second.id, tmp_path / "restored-3", catalogue_url)
     assert report.erased_again == 0 and held == kept and clean
     assert list(erasure.load_list(tmp_path / "restored-3" / erasure.LIST)) == [record["id"]]
+
+
+def test_an_erased_patient_arriving_again_is_refused_at_the_door(filled: Node, cohort: Path) -> None:
+    pid = patient_ids(cohort)[0]
+    pseudonym = filled.pseudonymiser.patient(pid)
+    before = totals(filled)
+    held = subjects.lookup(filled, pid)["counts"]
+    subjects.erase(filled, pid, REASON)
+    report = import_dicom(filled, cohort / "dicom", workers=1)  # the same folder again: everyone else a duplicate
+    assert report.counts["rejected"] == held["instances"] + held.get("quarantined", 0)
+    assert report.counts.get("imported", 0) == 0
+    assert subjects.lookup_pseudonym(filled, pseudonym)["held"] is False
+    assert totals(filled)["patient"] == before["patient"] - 1
+    with filled.catalogue.session() as s:  # each refusal recorded with the reason, as any rejected file
+        reasons = set(s.scalars(select(ImportIssue.reason).where(ImportIssue.outcome == "rejected")))
+    assert reasons == {erasure.ERASED}
+
+
+def test_an_erased_patients_clinical_rows_are_not_stored_again(filled: Node, cohort: Path) -> None:
+    from incisive.node.ingest.clinical import store_pseudonymised_rows
+
+    pid = patient_ids(cohort)[0]
+    pseudonym = filled.pseudonymiser.patient(pid)
+    subjects.erase(filled, pid, REASON)
+    report = import_clinical(filled, cohort / "clinical.csv", drop=["patient_name"])
+    assert report.counts["erased"] == 1
+    assert store_pseudonymised_rows(filled, [{"patient_id": pseudonym, "sex": "F"}]) == \
+        {"stored": 0, "duplicates": 0, "erased": 1}
+    assert subjects.lookup_pseudonym(filled, pseudonym)["held"] is False

@@ -32,6 +32,7 @@ from incisive.common.errors import InputError
 from incisive.common.logging import get_logger
 from incisive.node.catalogue.models import ClinicalRecord, ImportIssue, ImportRun
 from incisive.node.catalogue.writer import now
+from incisive.node.erasure import ErasedFilter
 from incisive.node.home import Node
 from incisive.node.ingest.dicom_file import age_band
 
@@ -186,6 +187,7 @@ def import_clinical(node: Node, path: Path, id_column: str = "patient_id", drop:
     dropped = {_norm(d) for d in drop}
     labels_wanted = {_norm(c) for c in label_columns}
     p = node.pseudonymiser
+    erased = ErasedFilter(node)
     with node.catalogue.session() as s:
         run = ImportRun(kind="clinical", source_digest=p.digest("import-source", str(path.resolve())),
                         started_at=now(), counts={})
@@ -204,6 +206,9 @@ def import_clinical(node: Node, path: Path, id_column: str = "patient_id", drop:
                                   file_digest=p.digest("import-row", str(number))))
                 continue
             pseudonym, values = pseudonymise_row(p, pid, values, labels_wanted)
+            if erased(pseudonym):  # an erased data subject (node/erasure.py): never stored again
+                report.counts["erased"] += 1
+                continue
             record = existing.get(pseudonym)
             if record is None:
                 record = ClinicalRecord(pseudonym=pseudonym, labels={}, fields={}, import_run_id=run.id)
@@ -289,6 +294,12 @@ def store_pseudonymised_rows(node: Node, rows: Any) -> dict[str, int]:
         raise InputError(f"at most {MAX_UPLOAD_ROWS} rows per request")
     checked = [_upload_values(number, row) for number, row in enumerate(rows, start=1)]
     counts = {"stored": 0, "duplicates": 0}
+    erased = ErasedFilter(node)
+    if erased.entries:  # an erased data subject (node/erasure.py) uploaded again: counted, never stored
+        kept = [(pseudonym, values) for pseudonym, values in checked if not erased(pseudonym)]
+        if len(kept) < len(checked):
+            counts["erased"] = len(checked) - len(kept)
+        checked = kept
     with node.catalogue.session() as s:
         run = ImportRun(kind="clinical", source_digest=node.pseudonymiser.digest("import-source", "upload"),
                         started_at=now(), counts={})

@@ -18,6 +18,7 @@ from incisive.common.crypto import read_secret
 from incisive.common.logging import get_logger
 from incisive.node.catalogue.models import ImportIssue, ImportRun
 from incisive.node.catalogue.writer import IngestWriter, now
+from incisive.node.erasure import ERASED, erased_among
 from incisive.node.home import Node
 from incisive.node.ingest.dicom_file import FileOutcome, WorkerConfig, init_worker, process_path
 from incisive.node.ingest.walk import Candidate, walk
@@ -152,6 +153,10 @@ def record_outcomes(node: Node, run_id: int | None, items: Sequence[tuple[str, F
     patient/study/series ids are looked up once per run rather than once per batch.
     """
     w = writer or IngestWriter()
+    erased = erased_among(node, (str(o.facts.get("pseudonym") or "") for _, o in items if o.status != "rejected"))
+    if erased:  # an erased data subject arriving again (node/erasure.py): refused, never stored
+        items = [(label, FileOutcome("rejected", ERASED)
+                  if o.status != "rejected" and o.facts.get("pseudonym") in erased else o) for label, o in items]
     results: list[Recorded] = []
     writes: list[tuple[int, int, Future[tuple[str, bool]]]] = []
     with node.catalogue.transaction() as conn, w.transaction(conn):
