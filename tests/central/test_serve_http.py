@@ -260,6 +260,10 @@ def test_operator_token_lists_tenants_and_nothing_else(world: World) -> None:
     assert r.status_code == 403
     refused = [e for e in audit_actions(world.central.dir) if e["action"] == "operator.refused"]
     assert len(refused) == 4 and all(e["details"]["reason"] == OPERATOR_REFUSED for e in refused)
+    # the route, never what follows it (a tenant's UIDs, a pseudonym): the central chain is the operator's
+    assert [e["target"] for e in refused] == ["/dicom-web/studies", "/tenant/v1/policy", "/dicom-web/studies",
+                                              "/tenant/v1/policy"]
+    assert world.a.cohort.studies[0] not in (world.central.dir / "audit" / "audit.jsonl").read_text()
     assert load_policy(world.node(world.a).home).min_cell_count == 5
 
 

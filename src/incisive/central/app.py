@@ -21,6 +21,7 @@ before any tenant is looked at.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,7 @@ from incisive.node.home import Node
 
 log = get_logger("central.http")
 DICOMWEB_PREFIX = "/dicom-web"
+_WORD = re.compile(r"[a-z][a-z0-9-]{0,31}")  # a route's own path segment (never a UID or a pseudonym)
 TENANT_PREFIXES = (DICOMWEB_PREFIX, TENANT_PREFIX)  # routed by the token to a tenant's app
 OPERATOR_REFUSED = "operator refused: no access to tenant data"
 BAD_TOKEN = "invalid or revoked token (unknown tenant, or its tenant was erased)"  # noqa: S105 - a message
@@ -70,6 +72,17 @@ def _bearer(scope: Scope) -> str | None:
             scheme, _, token = value.decode("latin-1").partition(" ")
             return token.strip() if scheme.lower() == "bearer" and token.strip() else None
     return None
+
+
+def _route_prefix(scope: Scope) -> str:
+    """The first path segments only (``/dicom-web/studies``, ``/tenant/v1/subjects``): what follows may be a
+    tenant's UIDs or a pseudonym, which the central audit chain (the operator's) must not hold."""
+    words = []
+    for segment in str(scope.get("path", "")).strip("/").split("/")[:3]:
+        if not _WORD.fullmatch(segment):  # a UID, a pseudonym, a number: the route ends here
+            break
+        words.append(segment)
+    return "/" + "/".join(words)
 
 
 def _source(scope: Scope) -> str:
@@ -187,7 +200,7 @@ class CentralApp:
         if operator_token_ok(self.central, token):
             log.warning("operator token refused on a tenant route (%s %s)", scope.get("method"),
                         str(scope.get("path", "")).split("/")[1])
-            self.central.audit.append("operator", "operator.refused", target=str(scope.get("path", ""))[:200],
+            self.central.audit.append("operator", "operator.refused", target=_route_prefix(scope),
                                       outcome="refused", details={"reason": OPERATOR_REFUSED,
                                                                   "method": str(scope.get("method", ""))})
             await self._refuse(scope, receive, send, 403, OPERATOR_REFUSED)

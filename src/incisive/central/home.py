@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class Central:
     provider: KeyProvider
     registry: Registry = field(init=False, repr=False)
     _nodes: dict[str, Node] = field(default_factory=dict, repr=False)
+    _nodes_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.registry = Registry(self.dir)
@@ -180,16 +182,18 @@ class Central:
         return record
 
     def tenant_node(self, tenant_id: str) -> Node:
-        """The tenant's node (opened once, cached); refused as soon as the tenant is no longer active."""
+        """The tenant's node (opened once, cached; thread-safe); refused as soon as the tenant is no longer active."""
         self.tenant(tenant_id)
-        node = self._nodes.get(tenant_id)
-        if node is None:
-            node = self._nodes[tenant_id] = Node.open(self.tenant_dir(tenant_id))
-        return node
+        with self._nodes_lock:
+            node = self._nodes.get(tenant_id)
+            if node is None:
+                node = self._nodes[tenant_id] = Node.open(self.tenant_dir(tenant_id))
+            return node
 
     def forget_node(self, tenant_id: str) -> None:
         """Close the cached node of a tenant (its catalogue's connections)."""
-        node = self._nodes.pop(tenant_id, None)
+        with self._nodes_lock:
+            node = self._nodes.pop(tenant_id, None)
         if node is not None and "catalogue" in node.__dict__:
             node.catalogue.dispose()
 
@@ -198,7 +202,7 @@ class Central:
         by every :meth:`tenant` call whose file changed)."""
         self.registry.forget()
         active = {r.id for r in self.tenants()}
-        for tenant_id in [t for t in self._nodes if t not in active]:
+        for tenant_id in [t for t in list(self._nodes) if t not in active]:
             self.forget_node(tenant_id)
 
     def close(self) -> None:
