@@ -90,6 +90,7 @@ trap 'kill ${pids[*]} 2>/dev/null || true' EXIT
 ca="$out/platform/ca/ca.pem"
 for _ in $(seq 120); do curl -sf --cacert "$ca" "https://127.0.0.1:$pport/api/v1/health" >/dev/null && break; sleep 0.5; done
 export INCISIVE_PLATFORM_URL="https://127.0.0.1:$pport" INCISIVE_CA_FILE="$ca"
+export INCISIVE_AGENT_HEARTBEAT_S=3  # the demo's agents report every 3 s (default 30), so the platform shows news soon
 curl -sI --cacert "$ca" "$INCISIVE_PLATFORM_URL/api/v1/health" | grep -i '^strict-transport-security' || true
 # the admin creates the account (a one-time activation secret); alice makes her own token with it
 secret=$(incisive platform user create alice --role researcher --home "$out/platform" --json | jfield activation_secret)
@@ -232,6 +233,60 @@ for dir in node node-b; do
   node_id=$(python3 -c 'import sys,tomllib; print(tomllib.load(open(sys.argv[1],"rb"))["node_id"])' "$out/$dir/incisive.toml")
   incisive infer --model "tabular-risk:1@$job" --node-id "$node_id" --timeout 300
 done
+
+step "12b. GDPR duties as software at Hospital A: contact, processors, the Art. 30 record, a breach's 72 h clock, an erase"
+export INCISIVE_NODE="$out/node"
+incisive compliance contact set --name "Ann Admin" --email it@hospital-a.example --role "technical contact" \
+  --dpo-name "Dora Protect" --dpo-email dpo@hospital-a.example
+incisive compliance set controller-name "Hospital A Foundation"
+incisive compliance set controller-address "1 Hospital Street, 10115 Berlin"
+incisive compliance set legal-basis "Art. 6(1)(e) and Art. 9(2)(j) GDPR; national research law"
+incisive compliance set retention-years 10
+incisive compliance set node-country DE
+incisive compliance set backup-location usb DE
+printf '%%PDF-1.4\n1 0 obj << /Type /Catalog /Pages 2 0 R >> endobj\n2 0 obj << /Type /Pages /Kids [] /Count 0 >> endobj\ntrailer << /Root 1 0 R >>\n%%%%EOF\n' > "$out/dpa.pdf"
+echo "A processor outside the EU without standard contractual clauses (SCC) and a transfer impact assessment is a finding:"
+incisive compliance processor add "CloudCo Inc" --service hosting --country US --dpa-signed 2026-01-10 \
+  --document "$out/dpa.pdf" --checklist all=yes --json >/dev/null
+incisive compliance check || echo "(compliance check exit $?: findings above)"
+cloudco=$(incisive compliance processor ls --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+incisive compliance processor update "$cloudco" --scc --tia "$out/dpa.pdf" --json >/dev/null
+incisive compliance check && echo "(exit 0 once SCC and the TIA are filed: a record the DPO can sign)"
+incisive compliance ropa --html "$out/ropa.html"
+python3 - "$out/ropa.html" <<'PY'
+import re, sys
+html = open(sys.argv[1], encoding="utf-8").read()
+heads = [re.sub("<[^>]+>", "", h).strip() for h in re.findall(r"<h2[^>]*>(.*?)</h2>", html, re.S)]
+print(f"RoPA (Art. 30), {len(html) // 1024} KiB HTML, sections: " + "; ".join(heads[:9]))
+PY
+if command -v chromium >/dev/null; then incisive compliance ropa --pdf "$out/ropa.pdf" && echo "RoPA as PDF: $out/ropa.pdf"; fi
+echo "A breach is opened: its 72 h deadline shows in node status and, with the next heartbeat, on the platform:"
+bid=$(incisive compliance breach open --summary "Backup disk lost in transit" --nature confidentiality --all-data \
+  --consequences "Pseudonymised images of the whole node could be read by the finder" --json | jfield id)
+incisive node status | grep -A4 -i "breach" || true
+for _ in $(seq 30); do
+  incisive platform nodes --home "$out/platform" --json | python3 -c 'import json,sys; sys.exit(0 if any((n.get("breach") or {}).get("open") for n in json.load(sys.stdin)) else 1)' && break
+  sleep 1
+done
+incisive platform nodes --home "$out/platform" --json | python3 -c '
+import json, sys
+for n in json.load(sys.stdin):
+    b = n.get("breach") or {}
+    if b.get("open"):
+        print("platform node list:", n["node_id"], "-", b["open"], "open breach, deadline", b.get("deadline"), "-", b.get("hours_left"), "h left")'
+incisive compliance breach update "$bid" --measures "Disk was encrypted (restic); key rotated" --dpa-notified-at "$(sleep 1; date -u +%Y-%m-%dT%H:%M:%SZ)" --json >/dev/null
+incisive compliance breach close "$bid" --measures "Courier procedure changed" --json >/dev/null
+incisive compliance breach ls
+echo "A patient asks to be erased: found with the provider's key (pseudonym + counts), then removed from store and catalogue:"
+mrn=$(sed -n 2p "$out/cohort/clinical.csv" | cut -d, -f1)
+lookup() { incisive compliance subject lookup --patient-id "$mrn" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("held:", d["held"], {k: v for k, v in d["counts"].items() if k in ("studies", "series", "instances", "clinical")})'; }
+lookup
+incisive node stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("before:", {k: d[k] for k in ("patients", "studies")})'
+incisive compliance subject erase --patient-id "$mrn" --reason "request DSR-2026-001" --confirm
+incisive node stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("after: ", {k: d[k] for k in ("patients", "studies")})'
+lookup
+incisive compliance access-report --since 2026-01-01 | head -20
+incisive compliance pack --out "$out/evidence.zip" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("evidence pack:", len(d["files"]), "files, problems:", d["problems"])'
 kill ${pids[*]} 2>/dev/null || true; wait 2>/dev/null || true; trap - EXIT
 incisive audit verify --node "$out/node"
 incisive audit verify --platform "$out/platform"

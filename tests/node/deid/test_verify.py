@@ -249,3 +249,30 @@ def test_the_verify_door_stores_bytes_as_they_came(worker: None, cohort: Path, t
     bare.is_little_endian, bare.is_implicit_VR = True, True
     write_dataset(bare, _read(data))
     assert "file meta" in dicom_file.process_bytes(bare.getvalue()).reason
+
+
+def test_the_door_stores_the_same_bytes_whoever_wrote_the_file_meta(worker: None, cohort: Path) -> None:
+    """Over C-STORE pynetdicom rebuilds the file meta (its own implementation UID and version); over STOW the
+    provider's file comes as written. Either way the same instance stores the same bytes (no false conflict)."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
+
+    path = next(p for p in sorted((cohort / "dicom").rglob("*")) if p.is_file())
+    clean = _deidentify(path.read_bytes())
+    assert clean.status == "stored"
+    ds = _read(clean.data)
+    meta = ds.file_meta
+    meta.ImplementationClassUID = "1.2.826.0.1.3680043.9.3811.3.0.4"  # as a pynetdicom SCP writes it
+    meta.ImplementationVersionName = "PYNETDICOM_304"
+    fp = DicomBytesIO()
+    fp.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    end = 144 + int.from_bytes(clean.data[140:144], "little")
+    rewritten = fp.getvalue() + clean.data[end:]
+    assert rewritten != clean.data
+    dicom_file.init_worker(dicom_file.WorkerConfig(key=generate_key(), door="verify"))
+    as_sent = dicom_file.process_bytes(clean.data)
+    via_scp = dicom_file.process_bytes(rewritten)
+    assert as_sent.status == via_scp.status == "stored"
+    assert as_sent.data == clean.data  # our own output passes through unchanged
+    assert via_scp.data == clean.data and via_scp.digest == as_sent.digest

@@ -160,15 +160,7 @@ class Deidentifier:
         return run.result
 
     def _file_meta(self, ds: Dataset) -> FileMetaDataset:
-        old = getattr(ds, "file_meta", None)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        if old is not None and "TransferSyntaxUID" in old:
-            meta.TransferSyntaxUID = old.TransferSyntaxUID
-        meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-        meta.ImplementationVersionName = f"INCISIVE_{__version__}"[:16]
-        return meta
+        return canonical_file_meta(ds)
 
     # -- the walk ---------------------------------------------------------------------------------------------
     def _walk(self, ds: Dataset, parent: int, run: _Run) -> None:
@@ -358,3 +350,18 @@ def _code(value: str, meaning: str) -> Dataset:
 
 
 __all__ = ["DeidRejected", "DeidResult", "Deidentifier", "SafePrivate", "shift_date"]
+
+
+def canonical_file_meta(ds: Dataset) -> FileMetaDataset:
+    """The file meta the de-identifier writes: SOP class and instance from the dataset, its transfer syntax, our
+    implementation (nothing a sender put there). The verify door writes the same, so an instance stores the same
+    bytes whether it came by STOW-RS (the provider's file) or by C-STORE (pynetdicom's rebuilt meta)."""
+    old = getattr(ds, "file_meta", None)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    if old is not None and "TransferSyntaxUID" in old:
+        meta.TransferSyntaxUID = old.TransferSyntaxUID
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"INCISIVE_{__version__}"[:16]
+    return meta

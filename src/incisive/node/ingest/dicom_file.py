@@ -24,7 +24,8 @@ from pydicom.uid import UID
 
 from incisive.common.crypto import Pseudonymiser, sha256_hex
 from incisive.node.deid import Deidentifier, DeidRejected, SafePrivate, quarantine_reason
-from incisive.node.deid.serialise import SourceChanged, serialise
+from incisive.node.deid.engine import canonical_file_meta
+from incisive.node.deid.serialise import SourceChanged, file_meta_bytes, serialise
 from incisive.node.deid.verify import check_deidentified, held_back
 
 PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
@@ -180,7 +181,7 @@ def _verify(fp: BinaryIO, source: bytes | BinaryIO, size: int, raw_dataset: bool
             if problem:
                 return FileOutcome("rejected", problem)
             reason = held_back(ds, config.quarantine_modalities)
-            data = source if isinstance(source, bytes) else _read_whole(source, size)
+            data = _canonical(source if isinstance(source, bytes) else _read_whole(source, size), ds)
             found = facts(ds)
     except InvalidDicomError:
         return FileOutcome("rejected", "not a DICOM file")
@@ -196,6 +197,17 @@ def _missing_uid(ds: Dataset) -> str | None:
         if not str(ds.get(keyword, "") or "").strip():
             return f"no {keyword}"
     return None
+
+
+def _canonical(data: bytes, ds: Dataset) -> bytes:
+    """The instance with the de-identifier's own file meta (:func:`canonical_file_meta`) in front of its dataset
+    bytes as received: the same instance stores the same bytes whichever way, and whoever, sent it. Bytes whose
+    meta group has no group length are kept as they are (the door already refused any foreign meta element)."""
+    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00" or data[136:138] != b"UL":
+        return data
+    end = 144 + int.from_bytes(data[140:144], "little")
+    meta = file_meta_bytes(canonical_file_meta(ds))
+    return data if data[:end] == meta else meta + data[end:]
 
 
 def _read_whole(source: BinaryIO, size: int) -> bytes:
