@@ -285,7 +285,7 @@ incisive node stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin)
 incisive compliance subject erase --patient-id "$mrn" --reason "request DSR-2026-001" --confirm
 incisive node stats --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("after: ", {k: d[k] for k in ("patients", "studies")})'
 lookup
-incisive compliance access-report --since 2026-01-01 | head -20
+incisive compliance access-report --since 2026-01-01
 incisive compliance pack --out "$out/evidence.zip" --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("evidence pack:", len(d["files"]), "files, problems:", d["problems"])'
 kill ${pids[*]} 2>/dev/null || true; wait 2>/dev/null || true; trap - EXIT
 incisive audit verify --node "$out/node"
