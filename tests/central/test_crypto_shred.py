@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +95,11 @@ def test_no_plaintext_anywhere_and_erase_shreds_every_backup(two_tenants: Tenant
     erase_tenant(central, d.id, request)
     assert not central.ring_path(d.id).exists()
     assert not central.tenant_dir(d.id).exists()
+    # this process's log handler of the erased tenant went with it: logging goes on (a handler left behind made
+    # every later log call in the process raise FileNotFoundError)
+    handlers = [h for h in logging.getLogger("incisive").handlers if isinstance(h, logging.FileHandler)]
+    assert not [h for h in handlers if str(central.tenant_dir(d.id)) in h.baseFilename]
+    Node.init(tmp_path / "after-erase", provider="After").catalogue.dispose()
 
     # a backup taken before the erase: its objects are still there, and nothing can open them
     with pytest.raises(InputError, match="erased"):

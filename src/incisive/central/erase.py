@@ -58,6 +58,7 @@ from incisive.common.audit_log import NodeAudit
 from incisive.common.db import make_engine
 from incisive.common.errors import InputError
 from incisive.common.fsio import atomic_write_text, fsync_dir
+from incisive.common.logging import detach_logs_under
 from incisive.common.settings import NodeSettings
 from incisive.node.store import ObjectStore
 
@@ -299,6 +300,7 @@ def _remove_files(central: CentralLike, tenant_id: str, progress: Progress | Non
         if progress is not None:
             progress(number, total)
     if home.exists():
+        detach_logs_under(home)  # this process's handle on the tenant's log goes before the file does
         shutil.rmtree(home)
         fsync_dir(home.parent)
     return {"objects_removed": total}

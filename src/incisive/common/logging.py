@@ -17,6 +17,31 @@ def get_logger(name: str = "") -> logging.Logger:
     return logging.getLogger(f"{LOGGER_NAME}.{name}" if name else LOGGER_NAME)
 
 
+class NodeFileHandler(logging.FileHandler):
+    """A node's log file. A record for a log whose directory is gone (a node directory removed, a Central Node
+    tenant erased) is dropped through :meth:`handleError` instead of raising into the code that logged it: the
+    standard handler reopens a closed stream outside its own error handling."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            super().emit(record)
+        except OSError:
+            self.handleError(record)
+
+
+def detach_logs_under(directory: Path) -> int:
+    """Close and remove every file handler of ours writing under ``directory`` (before it is removed); how many."""
+    root = logging.getLogger(LOGGER_NAME)
+    base = directory.resolve()
+    detached = 0
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(base):
+            root.removeHandler(handler)
+            handler.close()
+            detached += 1
+    return detached
+
+
 def configure_node_logging(log_dir: Path, level: int = logging.INFO) -> logging.Handler:
     """Attach a file handler writing to ``<node>/logs/incisive.log`` (idempotent per path)."""
     root = logging.getLogger(LOGGER_NAME)
@@ -25,7 +50,7 @@ def configure_node_logging(log_dir: Path, level: int = logging.INFO) -> logging.
         if isinstance(handler, logging.FileHandler) and handler.baseFilename == target:
             return handler
     log_dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(target, encoding="utf-8")
+    handler = NodeFileHandler(target, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root.addHandler(handler)
     root.setLevel(level)
