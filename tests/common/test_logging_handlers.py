@@ -19,6 +19,8 @@ def test_a_closed_handler_over_a_removed_directory_does_not_raise(tmp_path: Path
         handler.close()  # what closing a node's handlers does; the standard handler reopens on the next record
         shutil.rmtree(tmp_path / "node")
         get_logger("t").info("after the directory went")  # must not raise FileNotFoundError
+        assert handler not in logging.getLogger("incisive").handlers  # and it left the logger
+        assert "Logging error" not in capsys.readouterr().err  # nothing on stderr (a CLI's --json stays clean)
     finally:
         logging.getLogger("incisive").removeHandler(handler)
 

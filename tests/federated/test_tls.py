@@ -110,7 +110,9 @@ def test_training_over_tls_and_an_unregistered_supernode_is_cut_off(
     job = box["job"]
     assert job.spec["status"] == "completed", job.spec
     rounds = [r for r in job.rounds() if r["phase"] == "fit"]
-    assert len(rounds) == 12 and {x["node"] for x in rounds[0]["nodes"]} == {"hospital-a", "hospital-b"}
+    # 12 rounds ran; on a loaded machine the round in flight when the key went can end with nothing aggregated
+    # (hospital-a's reply past the 30 s round timeout while the SuperLink still waited for hospital-b): no record
+    assert 11 <= len(rounds) <= 12 and {x["node"] for x in rounds[0]["nodes"]} == {"hospital-a", "hospital-b"}
     after = rounds[cut_at + 1:]  # the round running when the key went may still have had its reply
     assert after and all({x["node"] for x in r["nodes"]} == {"hospital-a"} for r in after), rounds
     assert " 401" in (fed.superlink.log.read_text() if fed.superlink else "")

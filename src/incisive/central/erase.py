@@ -299,8 +299,8 @@ def _remove_files(central: CentralLike, tenant_id: str, progress: Progress | Non
             _kill_point("objects-half")
         if progress is not None:
             progress(number, total)
+    detach_logs_under(home)  # this process's handle on the tenant's log goes before the file (also on a resume)
     if home.exists():
-        detach_logs_under(home)  # this process's handle on the tenant's log goes before the file does
         shutil.rmtree(home)
         fsync_dir(home.parent)
     return {"objects_removed": total}

@@ -18,15 +18,21 @@ def get_logger(name: str = "") -> logging.Logger:
 
 
 class NodeFileHandler(logging.FileHandler):
-    """A node's log file. A record for a log whose directory is gone (a node directory removed, a Central Node
-    tenant erased) is dropped through :meth:`handleError` instead of raising into the code that logged it: the
-    standard handler reopens a closed stream outside its own error handling."""
+    """A node's log file. The standard handler reopens a closed stream outside its own error handling, so a
+    record for a log whose directory is gone (a node directory removed, a Central Node tenant erased) raised
+    into the code that logged it; here the handler leaves the logger instead, and other write errors go
+    through :meth:`handleError`."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             super().emit(record)
         except OSError:
-            self.handleError(record)
+            if Path(self.baseFilename).parent.is_dir():
+                self.handleError(record)  # a real write failure: reported on stderr, as logging does
+                return
+            # the node directory is gone: this handler has nothing left to write to; it leaves the logger
+            logging.getLogger(LOGGER_NAME).removeHandler(self)
+            self.close()
 
 
 def detach_logs_under(directory: Path) -> int:
