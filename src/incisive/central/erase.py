@@ -38,7 +38,6 @@ action and before its journal line (``objects-half``: half-way through removing 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
@@ -57,7 +56,7 @@ from incisive.central.settings import CentralSettings
 from incisive.common.audit_log import NodeAudit
 from incisive.common.db import make_engine
 from incisive.common.errors import InputError
-from incisive.common.fsio import atomic_write_text, fsync_dir
+from incisive.common.fsio import atomic_write_text, exclusive_lock, fsync_dir
 from incisive.common.logging import detach_logs_under
 from incisive.common.settings import NodeSettings
 from incisive.node.store import ObjectStore
@@ -127,12 +126,8 @@ def request_erase(central: CentralLike, tenant_id: str, by_token_label: str) -> 
 def _erase_lock(central: CentralLike) -> Iterator[None]:
     directory = central.dir / "erase"
     directory.mkdir(mode=0o700, exist_ok=True)
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+    with exclusive_lock(directory / ".lock"):
         yield
-    finally:
-        os.close(fd)
 
 
 def _read_journal(path: Path) -> dict[str, Any]:

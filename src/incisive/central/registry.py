@@ -14,9 +14,7 @@ filing an erase request, the operator's CLI adding a tenant) never lose each oth
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -25,7 +23,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from incisive.common.errors import ConfigError, InputError
-from incisive.common.fsio import atomic_write_text
+from incisive.common.fsio import atomic_write_text, exclusive_lock
 
 REGISTRY_NAME = "tenants.json"
 FORMAT = "incisive-central-tenants"
@@ -118,12 +116,8 @@ class Registry:
     @contextmanager
     def locked(self) -> Iterator[None]:
         """Hold the registry's lock (other writers wait); re-entrant use in one process is not supported."""
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(self._lock_path):
             yield
-        finally:
-            os.close(fd)  # closing releases the lock
 
     def update(self, change: Callable[[dict[str, TenantRecord]], T]) -> T:
         """Run ``change`` on every record under the lock and write the result (atomically) when it returns."""

@@ -20,10 +20,12 @@ shares only :func:`fsync_dir`.
 from __future__ import annotations
 
 import errno
+import fcntl
 import math
 import os
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -145,3 +147,15 @@ def toml_document(items: Mapping[str, Any] | Iterable[tuple[str, Any]], header: 
 def write_toml(path: Path, items: Mapping[str, Any], header: str = "", *, mode: int | None = None) -> None:
     """:func:`toml_document` written with :func:`atomic_write_text`."""
     atomic_write_text(path, toml_document(items, header), mode=mode)
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the lock file ``path`` (created 0600) for the block: other processes and
+    threads taking the same lock wait. Closing the descriptor releases it, whatever ends the block."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

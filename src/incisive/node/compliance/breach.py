@@ -18,7 +18,6 @@ refused (the affected data is named with ``--studies``/``--series``, counted, ne
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import re
 import secrets
@@ -29,7 +28,7 @@ from typing import Any
 
 from incisive.common.audit_log import NodeAudit
 from incisive.common.errors import InputError
-from incisive.common.fsio import atomic_write_text
+from incisive.common.fsio import atomic_write_text, exclusive_lock
 from incisive.common.logging import get_logger
 from incisive.node.compliance import breach_scope as scope_mod
 from incisive.node.compliance import store
@@ -83,12 +82,8 @@ def _locked(node: Node) -> Iterator[None]:
     directory = breach_dir(node)
     directory.parent.mkdir(mode=0o700, exist_ok=True)
     directory.mkdir(mode=0o700, exist_ok=True)
-    with (directory / ".lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with exclusive_lock(directory / ".lock"):
+        yield
 
 
 def _write(path: Path, record: dict[str, Any], exclusive: bool = False) -> None:

@@ -16,7 +16,6 @@ Nothing stored here is PHI: names and addresses of the controller, its contact p
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -31,7 +30,7 @@ from typing import Any
 
 from incisive.common.countries import check_country
 from incisive.common.errors import ConfigError, InputError, IntegrityError
-from incisive.common.fsio import atomic_write_bytes, atomic_write_text
+from incisive.common.fsio import atomic_write_bytes, atomic_write_text, exclusive_lock
 
 __all__ = [
     "DOCUMENT_KINDS", "FIELDS", "SCHEMA_VERSION", "FieldSpec", "compliance_dir", "document_path", "document_problem",
@@ -111,8 +110,7 @@ def update(home: Path) -> Iterator[dict[str, Any]]:
     """The record to change in place; written back (durably, atomically) when the block ends without error."""
     folder = compliance_dir(home)
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with (folder / ".lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive_lock(folder / ".lock"):
         data = load(home)
         yield data
         atomic_write_text(folder / STATE_FILE, json.dumps(data, indent=2, sort_keys=True) + "\n", mode=0o600)

@@ -45,7 +45,6 @@ right after that step. It exists only for ``tests/node/compliance/test_subjects.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -64,7 +63,7 @@ from incisive.common.audit import now_iso
 from incisive.common.audit_log import NodeAudit
 from incisive.common.errors import ConfigError, IncisiveError, InputError
 from incisive.common.exit_codes import ExitCode
-from incisive.common.fsio import atomic_write_text
+from incisive.common.fsio import atomic_write_text, exclusive_lock
 from incisive.common.logging import get_logger
 from incisive.node import erasure
 from incisive.node.backup import config as backup_config
@@ -110,12 +109,8 @@ def _locked(node: Node) -> Iterator[None]:
     directory = erasure_dir(node)
     directory.parent.mkdir(mode=0o700, exist_ok=True)
     directory.mkdir(mode=0o700, exist_ok=True)
-    with (directory / ".lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with exclusive_lock(directory / ".lock"):
+        yield
 
 
 def _write(node: Node, record: dict[str, Any], exclusive: bool = False) -> None:
