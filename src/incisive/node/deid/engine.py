@@ -313,11 +313,7 @@ class Deidentifier:
 
     def _private(self, ds: Dataset, tags: list[int]) -> None:
         """Remove private attributes except the safe-list; drop creators left without elements."""
-        creators: dict[int, str] = {}
-        for tag in tags:
-            if 0x10 <= (tag & 0xFFFF) <= 0xFF:
-                value = ds[tag].value
-                creators[tag] = str(value).strip().upper() if isinstance(value, str) else ""
+        creators = private_creators(ds, tags)
         used: set[int] = set()
         for tag in tags:
             element = tag & 0xFFFF
@@ -365,3 +361,14 @@ def canonical_file_meta(ds: Dataset) -> FileMetaDataset:
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     meta.ImplementationVersionName = f"INCISIVE_{__version__}"[:16]
     return meta
+
+
+def private_creators(ds: Dataset, tags: list[int]) -> dict[int, str]:
+    """Private creator element (gggg,00xx) → its creator name, upper-cased, among the private ``tags`` of ``ds``
+    (PS3.5 7.8.1); a private element (gggg,xxee) belongs to the creator at (gggg,00xx)."""
+    creators: dict[int, str] = {}
+    for tag in tags:
+        if 0x10 <= (tag & 0xFFFF) <= 0xFF:
+            value = ds[tag].value
+            creators[tag] = str(value).strip().upper() if isinstance(value, str) else ""
+    return creators

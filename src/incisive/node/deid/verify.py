@@ -33,7 +33,7 @@ from pydicom.tag import BaseTag
 from pydicom.valuerep import PersonName
 
 from incisive.node.deid.burned_in import quarantine_reason
-from incisive.node.deid.engine import SafePrivate
+from incisive.node.deid.engine import SafePrivate, private_creators
 from incisive.node.deid.iod import REQUIRED, requirements
 from incisive.node.deid.policy import BINARY_VRS, NUMERIC_VRS, Rule, keyword_of, resolve
 from incisive.node.deid.retain import is_code_string
@@ -171,11 +171,7 @@ def _is_dummy(value: Any, vr: str) -> bool:
 
 
 def _private(ds: Dataset, tags: list[int], safe: set[tuple[str, int, int]]) -> str | None:
-    creators: dict[int, str] = {}
-    for tag in tags:
-        if 0x10 <= (tag & 0xFFFF) <= 0xFF:
-            value = ds[tag].value
-            creators[tag] = str(value).strip().upper() if isinstance(value, str) else ""
+    creators = private_creators(ds, tags)
     used: set[int] = set()
     for tag in tags:
         element = tag & 0xFFFF
